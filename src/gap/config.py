@@ -1,0 +1,122 @@
+"""One settings object for the whole platform.
+
+Values come, highest priority first, from keyword arguments, `GAP_*` environment variables, a TOML
+file (`GAP_CONFIG`, else `gap.toml` in the working directory when present), and the defaults below.
+Reach the settings through :func:`get_settings`, never a module-level instance, so tests can build
+their own.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_MODEL = "transformers:HuggingFaceTB/SmolVLM-256M-Instruct"
+
+
+def _toml_path() -> Path | None:
+    explicit = os.environ.get("GAP_CONFIG")
+    if explicit:
+        return Path(explicit)
+    local = Path("gap.toml")
+    return local if local.is_file() else None
+
+
+class Settings(BaseSettings):
+    """Every setting of GAP; each field is also the environment variable `GAP_<NAME>`."""
+
+    model_config = SettingsConfigDict(env_prefix="GAP_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path("gap-data"),
+        description="Folder for the SQLite database, uploaded images and exports.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL. Default: SQLite file `gap.sqlite3` in the data folder. "
+        "`postgresql://...` uses psycopg 3.",
+    )
+    model: str = Field(
+        default=DEFAULT_MODEL,
+        description="The game's VLM: `transformers:<folder or hub id>` or `openai:<model name>`.",
+    )
+    openai_base_url: str = Field(
+        default="http://127.0.0.1:8000/v1",
+        description="Base URL of the OpenAI-compatible server for `openai:` models (vLLM, SGLang, Ollama).",
+    )
+    openai_api_key: str = Field(default="EMPTY", description="API key sent to the OpenAI-compatible server.")
+    model_timeout: float = Field(default=60.0, gt=0, description="Seconds one model answer may take.")
+    max_new_tokens: int = Field(
+        default=128, gt=0, description="Longest answer the model may write, in tokens."
+    )
+    round_seconds: float = Field(default=120.0, gt=0, description="Time limit per image, in seconds.")
+    session_images: int = Field(default=10, ge=1, description="Images per session (half tainted, half not).")
+    taint_rate: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="tau: chance that an answer on a tainted image is instructed wrong.",
+    )
+    theta: float = Field(
+        default=0.8,
+        gt=0.0,
+        lt=1.0,
+        description="Keep an untainted Wrong verdict when P(model wrong) >= theta.",
+    )
+    max_question_chars: int = Field(default=500, ge=1, description="Longest question a player may ask.")
+    admin_token: str | None = Field(
+        default=None, description="Bearer token for `/admin` (unset: admin disabled)."
+    )
+    telegram_bot_token: str | None = Field(default=None, description="Telegram bot token (Mini App and bot).")
+    public_url: str | None = Field(
+        default=None, description="Public URL of the game, used by the Telegram bot."
+    )
+    log_level: str = Field(default="INFO", description="Logging level: DEBUG, INFO, WARNING or ERROR.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml = _toml_path()
+        if toml is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
+        return tuple(sources)
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_driver(cls, value: str | None) -> str | None:
+        """Plain `postgresql://` URLs get the psycopg 3 driver, which is the one GAP installs."""
+        if value and value.startswith(("postgresql://", "postgres://")):
+            return "postgresql+psycopg://" + value.split("://", 1)[1]
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'gap.sqlite3').resolve()}"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.data_dir / "images"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once; tests and the CLI build `Settings(...)` themselves."""
+    return Settings()

@@ -1,0 +1,37 @@
+"""Game rules: sessions, rounds, tainting and points, as pure code."""
+
+from gap.game.rules import (
+    Award,
+    EndReason,
+    GameRules,
+    PlannedRound,
+    Pool,
+    Verdict,
+    award_for_verdict,
+    draw_instructed,
+    is_expired,
+    plan_session,
+    round_deadline,
+    round_ends_after,
+    seconds_left,
+    settled_amount,
+)
+from gap.game.taint import TAINT_INSTRUCTION
+
+__all__ = [
+    "TAINT_INSTRUCTION",
+    "Award",
+    "EndReason",
+    "GameRules",
+    "PlannedRound",
+    "Pool",
+    "Verdict",
+    "award_for_verdict",
+    "draw_instructed",
+    "is_expired",
+    "plan_session",
+    "round_deadline",
+    "round_ends_after",
+    "seconds_left",
+    "settled_amount",
+]

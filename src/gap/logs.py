@@ -1,0 +1,24 @@
+"""The one logging setup: Rich on a terminal, plain lines elsewhere."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """Configure the root logger once; later calls only change the level."""
+    root = logging.getLogger()
+    root.setLevel(level.upper())
+    if getattr(root, "_gap_configured", False):
+        return
+    if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(show_path=False, rich_tracebacks=True)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root._gap_configured = True  # type: ignore[attr-defined]
