@@ -6,7 +6,7 @@ Public ids are random hex strings, so no URL or response reveals order, counts o
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import (
     BigInteger,
@@ -19,9 +19,11 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
     text,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING = {
@@ -37,9 +39,26 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite hands back naive ones otherwise)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given; GAP stores aware UTC datetimes only")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {datetime: DateTime(timezone=True)}
+    type_annotation_map = {datetime: UTCDateTime}
 
 
 class Player(Base):
@@ -151,3 +170,25 @@ class PointsEntry(Base):
     kind: Mapped[str] = mapped_column(String(16))
     amount: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime]
+
+
+class ReferenceAnswer(Base):
+    """The correct answer to a kept turn, for the fine-tuning set; one row per turn.
+
+    ``source`` is ``player`` (the player's own correction) or ``model`` (a reference VLM, named in
+    ``model``). A row whose ``text`` is null records failed attempts (``attempts``, ``last_error``), so a
+    rerun retries exactly those and never asks again for a turn that already has an answer.
+    """
+
+    __tablename__ = "reference_answers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    turn_id: Mapped[str] = mapped_column(ForeignKey("turns.id", ondelete="CASCADE"), unique=True)
+    text: Mapped[str | None] = mapped_column(Text, default=None)
+    source: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str | None] = mapped_column(Text, default=None)
+    prompt_version: Mapped[str | None] = mapped_column(String(32), default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]

@@ -1,0 +1,22 @@
+"""The `gap` command line: a thin Typer app; each command calls one function of one part."""
+
+from __future__ import annotations
+
+import typer
+
+from gap.cli import db, demo, images, models, serve
+
+app = typer.Typer(
+    help="GAP: Gamified Adversarial Prompting — collect VLM blind spots by playing a game.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(db.app, name="db")
+app.add_typer(images.app, name="images")
+app.add_typer(models.app, name="models")
+app.command("serve")(serve.serve)
+app.command("demo")(demo.demo)
+
+
+def main() -> None:
+    app()

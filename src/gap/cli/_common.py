@@ -1,0 +1,49 @@
+"""What every command shares: settings, the database, and turning GAP errors into clean exits."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from sqlalchemy.orm import Session, sessionmaker
+
+from gap.config import Settings, get_settings
+from gap.db.engine import make_engine, make_sessionmaker
+from gap.db.migrate import is_current, upgrade
+from gap.errors import GapError
+from gap.logs import setup_logging
+
+P = ParamSpec("P")
+R = TypeVar("R")
+console = Console(stderr=True)
+
+
+def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """A command raising :class:`GapError` prints one red line and exits 1, without a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except GapError as exc:
+            console.print(f"[red]error:[/red] {exc.message}")
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def settings() -> Settings:
+    current = get_settings()
+    setup_logging(current.log_level)
+    return current
+
+
+def database(current: Settings, *, migrate: bool = True) -> sessionmaker[Session]:
+    """A session factory on the configured database, brought to the newest schema first."""
+    engine = make_engine(current.resolved_database_url)
+    if migrate and not is_current(engine):
+        upgrade(current.resolved_database_url)
+    return make_sessionmaker(engine)

@@ -1,0 +1,56 @@
+"""`gap demo`: a playable game in one command, on a fresh folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gap.cli._common import console, database, handle_errors
+from gap.config import Settings
+from gap.logs import setup_logging
+
+
+@handle_errors
+def demo(
+    model: Annotated[
+        str | None,
+        typer.Option(help="Model folder or hub id (default: GAP_MODEL, else SmolVLM-256M-Instruct)."),
+    ] = None,
+    tiny: Annotated[
+        bool,
+        typer.Option(
+            help="Use a tiny random-weight model built offline (for trying the game without weights)."
+        ),
+    ] = False,
+    folder: Annotated[Path, typer.Option("--dir", help="Folder for the demo database and images.")] = Path(
+        "gap-demo"
+    ),
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Set up a demo (SQLite database, bundled photos in both pools, a model) and serve it."""
+    import uvicorn
+
+    from gap.models.factory import load_model
+    from gap.services.demo import add_demo_images
+    from gap.web.app import create_app
+
+    overrides: dict[str, object] = {"data_dir": folder, "database_url": None}
+    if tiny:
+        from gap.models.tiny import make_tiny_vlm
+
+        overrides["model"] = f"transformers:{make_tiny_vlm(folder / 'tiny-vlm')}"
+    elif model is not None:
+        overrides["model"] = model if ":" in model and not Path(model).exists() else f"transformers:{model}"
+    current = Settings(**overrides)  # type: ignore[arg-type]
+    setup_logging(current.log_level)
+    factory = database(current)
+    added = add_demo_images(factory, current.images_dir)
+    console.print(f"demo folder {folder.resolve()}: {added} new image(s)")
+    with console.status(f"loading model {current.model} ..."):
+        vlm = load_model(current.model, current)
+    app = create_app(current, model=vlm)
+    console.print(f"\n[bold green]Open http://{host}:{port}/ to play[/bold green]  (API docs: /docs)\n")
+    uvicorn.run(app, host=host, port=port, log_level="warning")

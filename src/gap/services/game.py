@@ -1,0 +1,413 @@
+"""Playing the game against the database: sessions, rounds, questions and verdicts.
+
+Each public function is one request's worth of work. The rules come from :mod:`gap.game`; this
+module only loads and stores. Every state change is a conditional UPDATE or an insert guarded by a
+unique constraint, so racing requests (two tabs, a double tap) cannot double-count, on SQLite and on
+PostgreSQL alike. Nothing is kept in the process between calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from gap.db.engine import transaction
+from gap.db.models import GameSession, Image, PointsEntry, Round, Turn
+from gap.errors import AlreadyJudged, AwaitingVerdict, Conflict, InputError, NoImages, NotFound, RoundOver
+from gap.game import (
+    TAINT_INSTRUCTION,
+    EndReason,
+    GameRules,
+    Pool,
+    Verdict,
+    award_for_verdict,
+    draw_instructed,
+    is_expired,
+    plan_session,
+    round_deadline,
+    round_ends_after,
+    seconds_left,
+)
+from gap.models.base import ChatMessage, ImageInput, VisionChatModel
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+MAX_CORRECTION_CHARS = 1000
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class GameContext:
+    """What the game needs to run; built once per app (or per CLI call / test)."""
+
+    factory: sessionmaker[Session]
+    rules: GameRules
+    model: Callable[[], VisionChatModel]
+    images_dir: Path
+    max_question_chars: int = 500
+    clock: Clock = utcnow
+    rng: random.Random | None = None
+
+    def random(self) -> random.Random:
+        # Unpredictable draws in production; tests pass a seeded generator.
+        return self.rng if self.rng is not None else random.SystemRandom()
+
+
+@dataclass(frozen=True)
+class TurnView:
+    turn_id: str
+    question: str
+    answer: str | None
+    verdict: str | None
+
+
+@dataclass(frozen=True)
+class RoundView:
+    round_id: str
+    index: int
+    image_url: str
+    seconds_left: float
+    turns: list[TurnView]
+
+
+@dataclass(frozen=True)
+class SessionView:
+    session_id: str
+    status: str
+    images_total: int
+    images_done: int
+    round: RoundView | None
+    points: float | None
+
+
+@dataclass(frozen=True)
+class VerdictResult:
+    round_status: str
+    session_status: str
+    next_round: RoundView | None
+
+
+def image_url(image_id: str) -> str:
+    return f"/api/images/{image_id}"
+
+
+def resolve_image_path(images_dir: Path, stored: str) -> Path:
+    path = Path(stored)
+    return path if path.is_absolute() else images_dir / path
+
+
+# --- reading and advancing state --------------------------------------------------------------
+
+
+def _advance(db: Session, session: GameSession, rules: GameRules, now: datetime) -> Round | None:
+    """Close rounds whose deadline passed, start the next one, finish the session when none is left.
+
+    Returns the round being played, or None when the session is over.
+    """
+    if session.status != "active":
+        return None
+    for rnd in session.rounds:
+        if rnd.ended_at is not None:
+            continue
+        if rnd.started_at is None:
+            db.execute(
+                update(Round)
+                .where(Round.id == rnd.id, Round.started_at.is_(None))
+                .values(started_at=now, deadline=round_deadline(now, rules))
+            )
+            db.refresh(rnd)
+        assert rnd.deadline is not None
+        if rnd.ended_at is None and not is_expired(rnd.deadline, now):
+            return rnd
+        db.execute(
+            update(Round)
+            .where(Round.id == rnd.id, Round.ended_at.is_(None))
+            .values(ended_at=rnd.deadline, end_reason=EndReason.TIMEOUT.value)
+        )
+        db.refresh(rnd)
+    db.execute(
+        update(GameSession)
+        .where(GameSession.id == session.id, GameSession.status == "active")
+        .values(status="finished", finished_at=now)
+    )
+    db.refresh(session)
+    return None
+
+
+def _round_view(rnd: Round, now: datetime) -> RoundView:
+    assert rnd.deadline is not None
+    return RoundView(
+        round_id=rnd.id,
+        index=rnd.index,
+        image_url=image_url(rnd.image_id),
+        seconds_left=round(seconds_left(rnd.deadline, now), 3),
+        turns=[TurnView(t.id, t.question, t.answer, t.verdict) for t in rnd.turns],
+    )
+
+
+def _session_points(db: Session, session_id: str) -> float:
+    total = db.scalar(
+        select(func.coalesce(func.sum(PointsEntry.amount), 0.0)).where(PointsEntry.session_id == session_id)
+    )
+    return float(total or 0.0)
+
+
+def _session_view(db: Session, session: GameSession, current: Round | None, now: datetime) -> SessionView:
+    done = sum(1 for r in session.rounds if r.ended_at is not None)
+    finished = session.status == "finished"
+    return SessionView(
+        session_id=session.id,
+        status=session.status,
+        images_total=session.images_total,
+        images_done=done,
+        round=_round_view(current, now) if current is not None else None,
+        points=_session_points(db, session.id) if finished else None,
+    )
+
+
+def _owned_session(db: Session, player_id: str, session_id: str) -> GameSession:
+    session = db.get(GameSession, session_id)
+    if session is None or session.player_id != player_id:
+        raise NotFound("no such session")
+    return session
+
+
+def _owned_round(db: Session, player_id: str, round_id: str) -> Round:
+    rnd = db.get(Round, round_id)
+    if rnd is None or rnd.session.player_id != player_id:
+        raise NotFound("no such round")
+    return rnd
+
+
+# --- requests ---------------------------------------------------------------------------------
+
+
+def start_session(ctx: GameContext, player_id: str) -> tuple[SessionView, bool]:
+    """The player's active session, or a new one. Returns the view and whether it was created."""
+    now = ctx.clock()
+    try:
+        with transaction(ctx.factory) as db:
+            active = db.scalar(
+                select(GameSession).where(GameSession.player_id == player_id, GameSession.status == "active")
+            )
+            if active is not None:
+                current = _advance(db, active, ctx.rules, now)
+                if active.status == "active":
+                    return _session_view(db, active, current, now), False
+            session = _create_session(db, ctx, player_id, now)
+            current = _advance(db, session, ctx.rules, now)
+            return _session_view(db, session, current, now), True
+    except IntegrityError:
+        # Another request created the active session first: serve that one.
+        with transaction(ctx.factory) as db:
+            active = db.scalar(
+                select(GameSession).where(GameSession.player_id == player_id, GameSession.status == "active")
+            )
+            if active is None:
+                raise
+            current = _advance(db, active, ctx.rules, now)
+            return _session_view(db, active, current, now), False
+
+
+def _create_session(db: Session, ctx: GameContext, player_id: str, now: datetime) -> GameSession:
+    pools: dict[str, list[str]] = {Pool.TAINTED: [], Pool.UNTAINTED: []}
+    for image_id, pool in db.execute(select(Image.id, Image.pool).where(Image.enabled.is_(True))):
+        pools[pool].append(image_id)
+    plan = plan_session(
+        sorted(pools[Pool.TAINTED]), sorted(pools[Pool.UNTAINTED]), ctx.rules.session_images, ctx.random()
+    )
+    if not plan:
+        raise NoImages("there are no images to play yet; add some with `gap images add`")
+    session = GameSession(player_id=player_id, status="active", images_total=len(plan), created_at=now)
+    session.rounds = [
+        Round(index=i, image_id=planned.image_id, pool=planned.pool.value)
+        for i, planned in enumerate(plan, 1)
+    ]
+    db.add(session)
+    db.flush()
+    return session
+
+
+def get_session(ctx: GameContext, player_id: str, session_id: str) -> SessionView:
+    """The session as the player may see it; an expired round is closed here and the next served."""
+    now = ctx.clock()
+    with transaction(ctx.factory) as db:
+        session = _owned_session(db, player_id, session_id)
+        current = _advance(db, session, ctx.rules, now)
+        return _session_view(db, session, current, now)
+
+
+def _clean_question(question: str, limit: int) -> str:
+    cleaned = question.strip()
+    if not cleaned:
+        raise InputError("question must not be empty")
+    if len(cleaned) > limit:
+        raise InputError(f"question must be at most {limit} characters, got {len(cleaned)}")
+    return cleaned
+
+
+@dataclass(frozen=True)
+class _PendingQuestion:
+    turn_id: str
+    image: ImageInput
+    messages: list[ChatMessage]
+    system: str | None
+
+
+def ask(ctx: GameContext, player_id: str, round_id: str, question: str) -> tuple[str, str]:
+    """Ask the model a question about the round's image. Returns (turn_id, answer).
+
+    The turn is stored before the model is called (so a second question races into a unique
+    constraint, not into the model), the model runs outside any transaction, and a failed answer
+    removes the turn again so the player can simply retry.
+    """
+    cleaned = _clean_question(question, ctx.max_question_chars)
+    pending = _open_turn(ctx, player_id, round_id, cleaned)
+    try:
+        model = ctx.model()
+        answer = model.answer(pending.image, pending.messages, system=pending.system)
+    except Exception:
+        with transaction(ctx.factory) as db:
+            db.execute(Turn.__table__.delete().where(Turn.id == pending.turn_id, Turn.answer.is_(None)))
+        raise
+    with transaction(ctx.factory) as db:
+        db.execute(
+            update(Turn)
+            .where(Turn.id == pending.turn_id)
+            .values(answer=answer, answered_at=ctx.clock(), model=model.name)
+        )
+    return pending.turn_id, answer
+
+
+def _open_turn(ctx: GameContext, player_id: str, round_id: str, question: str) -> _PendingQuestion:
+    now = ctx.clock()
+    try:
+        with transaction(ctx.factory) as db:
+            rnd = _owned_round(db, player_id, round_id)
+            _advance(db, rnd.session, ctx.rules, now)
+            db.refresh(rnd)
+            if rnd.ended_at is not None:
+                raise RoundOver("this round is over")
+            if rnd.started_at is None or rnd.deadline is None:
+                raise Conflict("this round has not started yet")
+            turns = list(rnd.turns)
+            if turns and turns[-1].verdict is None:
+                raise AwaitingVerdict("mark the previous answer Correct or Wrong first")
+            pool = Pool(rnd.pool)
+            instructed = draw_instructed(pool, ctx.rules.taint_rate, ctx.random())
+            turn = Turn(
+                round_id=rnd.id,
+                index=len(turns) + 1,
+                question=question,
+                instructed=instructed,
+                asked_at=now,
+                elapsed_s=(now - rnd.started_at).total_seconds(),
+            )
+            db.add(turn)
+            db.flush()
+            image = rnd.image
+            path = resolve_image_path(ctx.images_dir, image.path)
+            messages: list[ChatMessage] = []
+            for earlier in turns:
+                messages += [
+                    ChatMessage("user", earlier.question),
+                    ChatMessage("assistant", earlier.answer or ""),
+                ]
+            messages.append(ChatMessage("user", question))
+            turn_id = turn.id
+    except IntegrityError as exc:
+        raise AwaitingVerdict("another question on this round is still being answered") from exc
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        with transaction(ctx.factory) as db:
+            db.execute(Turn.__table__.delete().where(Turn.id == turn_id))
+        raise NotFound("the image of this round is missing on the server") from exc
+    return _PendingQuestion(
+        turn_id=turn_id,
+        image=ImageInput(data, image.mime_type),
+        messages=messages,
+        system=TAINT_INSTRUCTION if instructed else None,
+    )
+
+
+def judge(
+    ctx: GameContext, player_id: str, turn_id: str, verdict: Verdict, correction: str | None
+) -> VerdictResult:
+    """Record the player's verdict once; Wrong ends the round; points go to the ledger."""
+    if correction is not None:
+        correction = correction.strip() or None
+    if correction is not None and verdict is not Verdict.WRONG:
+        raise InputError("a correction can only come with a Wrong verdict")
+    if correction is not None and len(correction) > MAX_CORRECTION_CHARS:
+        raise InputError(f"correction must be at most {MAX_CORRECTION_CHARS} characters")
+    now = ctx.clock()
+    with transaction(ctx.factory) as db:
+        turn = db.get(Turn, turn_id)
+        if turn is None or turn.round.session.player_id != player_id:
+            raise NotFound("no such turn")
+        if turn.verdict is not None:
+            raise AlreadyJudged("this answer already has a verdict")
+        if turn.answer is None:
+            raise Conflict("the answer is not ready yet")
+        rnd, session = turn.round, turn.round.session
+        if rnd.ended_at is not None or (rnd.deadline is not None and is_expired(rnd.deadline, now)):
+            raise RoundOver("this round is over")
+        won = db.execute(
+            update(Turn)
+            .where(Turn.id == turn_id, Turn.verdict.is_(None))
+            .values(verdict=verdict.value, correction=correction, judged_at=now)
+        ).rowcount
+        if not won:
+            raise AlreadyJudged("this answer already has a verdict")
+        award = award_for_verdict(Pool(rnd.pool), turn.instructed, verdict)
+        if award is not None:
+            db.add(
+                PointsEntry(
+                    player_id=player_id,
+                    session_id=session.id,
+                    turn_id=turn_id,
+                    kind=award.kind,
+                    amount=award.amount,
+                    created_at=now,
+                )
+            )
+        if round_ends_after(verdict):
+            db.execute(
+                update(Round)
+                .where(Round.id == rnd.id, Round.ended_at.is_(None))
+                .values(ended_at=now, end_reason=EndReason.WRONG.value)
+            )
+            db.refresh(rnd)
+        current = _advance(db, session, ctx.rules, now)
+        round_over = rnd.ended_at is not None
+        return VerdictResult(
+            round_status="ended" if round_over else "active",
+            session_status=session.status,
+            next_round=_round_view(current, now) if round_over and current is not None else None,
+        )
+
+
+def load_image(ctx: GameContext, image_id: str) -> tuple[bytes, str]:
+    """The bytes and MIME type of an image, by its opaque id."""
+    with transaction(ctx.factory) as db:
+        image = db.get(Image, image_id)
+        if image is None:
+            raise NotFound("no such image")
+        path, mime = resolve_image_path(ctx.images_dir, image.path), image.mime_type
+    try:
+        return path.read_bytes(), mime
+    except OSError as exc:
+        raise NotFound("no such image") from exc

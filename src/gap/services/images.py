@@ -1,0 +1,143 @@
+"""The image pools: validate, store under content-hash names, list, move and disable."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from PIL import Image as PILImage
+from PIL import UnidentifiedImageError
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from gap.db.models import Image
+from gap.errors import Conflict, ImageError, InputError, NotFound
+from gap.game import Pool
+
+MIME_BY_FORMAT = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
+SUFFIX_BY_MIME = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp", "image/gif": ".gif"}
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+MAX_PIXELS = 50_000_000
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    mime_type: str
+    width: int
+    height: int
+    sha256: str
+
+
+def parse_pool(value: str) -> Pool:
+    try:
+        return Pool(value)
+    except ValueError:
+        raise InputError(f"pool must be 'tainted' or 'untainted', got {value!r}") from None
+
+
+def inspect_image(data: bytes) -> ImageInfo:
+    """Check that ``data`` is a complete image in a format browsers and VLM processors both read."""
+    if not data:
+        raise ImageError("the file is empty")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise ImageError(f"the file is larger than {MAX_IMAGE_BYTES // (1024 * 1024)} MiB")
+    try:
+        with PILImage.open(io.BytesIO(data)) as img:
+            fmt = img.format or ""
+            width, height = img.size
+            if width * height > MAX_PIXELS:
+                raise ImageError(f"the image is too large ({width}x{height} pixels)")
+            img.load()  # decodes fully: catches truncated files that only have a valid header
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"not a readable image ({exc})") from None
+    if fmt not in MIME_BY_FORMAT:
+        raise ImageError(f"unsupported image format {fmt or 'unknown'}; use JPEG, PNG, WebP or GIF")
+    return ImageInfo(MIME_BY_FORMAT[fmt], width, height, hashlib.sha256(data).hexdigest())
+
+
+def iter_image_files(paths: Iterable[Path]) -> Iterator[Path]:
+    """Files named directly, and every non-hidden file below named folders, in a stable order."""
+    for path in paths:
+        if path.is_dir():
+            for child in sorted(path.rglob("*")):
+                if child.is_file() and not any(
+                    part.startswith(".") for part in child.relative_to(path).parts
+                ):
+                    yield child
+        else:
+            yield path
+
+
+def _write_atomically(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def add_image(
+    db: Session, *, images_dir: Path, data: bytes, original_name: str, pool: Pool, now: datetime
+) -> Image:
+    """Validate and store one image; the file lands before the row, and the row only if all is well.
+
+    A file already in the pools (same content hash) raises :class:`Conflict` and changes nothing.
+    """
+    info = inspect_image(data)
+    existing = db.scalar(select(Image).where(Image.sha256 == info.sha256))
+    if existing is not None:
+        raise Conflict(f"already added (same content as {existing.original_name!r}, pool {existing.pool})")
+    relative = f"{info.sha256[:2]}/{info.sha256}{SUFFIX_BY_MIME[info.mime_type]}"
+    target = images_dir / relative
+    if not target.exists():
+        _write_atomically(target, data)
+    image = Image(
+        pool=pool.value,
+        path=relative,
+        sha256=info.sha256,
+        mime_type=info.mime_type,
+        width=info.width,
+        height=info.height,
+        original_name=original_name,
+        enabled=True,
+        created_at=now,
+    )
+    db.add(image)
+    db.flush()
+    return image
+
+
+def list_images(db: Session) -> list[Image]:
+    return list(db.scalars(select(Image).order_by(Image.pool, Image.created_at, Image.original_name)))
+
+
+def pool_counts(db: Session) -> dict[str, int]:
+    rows = db.execute(select(Image.pool, func.count()).where(Image.enabled.is_(True)).group_by(Image.pool))
+    counts = {pool.value: 0 for pool in Pool}
+    counts.update({pool: int(n) for pool, n in rows})
+    return counts
+
+
+def update_image(
+    db: Session, image_id: str, *, pool: Pool | None = None, enabled: bool | None = None
+) -> Image:
+    """Move an image between pools or switch it off; rounds already played keep their pool."""
+    image = db.get(Image, image_id)
+    if image is None:
+        raise NotFound("no such image")
+    if pool is not None:
+        image.pool = pool.value
+    if enabled is not None:
+        image.enabled = enabled
+    db.flush()
+    return image

@@ -1,0 +1,84 @@
+"""Players, their bearer tokens and their points."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from gap.db.models import GameSession, Player, PointsEntry
+from gap.errors import AuthError, InputError, NotFound
+
+MAX_NAME_CHARS = 64
+
+
+def hash_token(token: str) -> str:
+    """Only a hash of each token is stored, so a leaked database does not hand out logins."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def clean_name(name: str) -> str:
+    cleaned = " ".join(name.split())
+    if not cleaned:
+        raise InputError("name must not be empty")
+    if len(cleaned) > MAX_NAME_CHARS:
+        raise InputError(f"name must be at most {MAX_NAME_CHARS} characters, got {len(cleaned)}")
+    return cleaned
+
+
+def create_player(
+    db: Session, *, name: str, now: datetime, telegram_id: int | None = None
+) -> tuple[Player, str]:
+    """A new player and the bearer token that logs them in (returned once, never stored)."""
+    token = secrets.token_urlsafe(32)
+    player = Player(
+        name=clean_name(name), token_hash=hash_token(token), telegram_id=telegram_id, created_at=now
+    )
+    db.add(player)
+    db.flush()
+    return player, token
+
+
+def login_telegram(db: Session, *, telegram_id: int, name: str, now: datetime) -> tuple[Player, str]:
+    """The player linked to a Telegram user (created on first visit) and a fresh token for them."""
+    player = db.scalar(select(Player).where(Player.telegram_id == telegram_id))
+    if player is None:
+        try:
+            with db.begin_nested():
+                return create_player(db, name=name, now=now, telegram_id=telegram_id)
+        except IntegrityError:
+            player = db.scalar(select(Player).where(Player.telegram_id == telegram_id))
+            if player is None:
+                raise
+    token = secrets.token_urlsafe(32)
+    player.token_hash = hash_token(token)
+    return player, token
+
+
+def player_for_token(db: Session, token: str) -> Player:
+    player = db.scalar(select(Player).where(Player.token_hash == hash_token(token)))
+    if player is None:
+        raise AuthError("unknown or expired token")
+    return player
+
+
+def get_player(db: Session, player_id: str) -> Player:
+    player = db.get(Player, player_id)
+    if player is None:
+        raise NotFound("no such player")
+    return player
+
+
+def revealed_points(db: Session, player_id: str) -> float:
+    """Points of the player's finished sessions only: an active session's points stay hidden
+    (METHOD.md section 5), so no single verdict's worth can be read off while playing."""
+    total = db.scalar(
+        select(func.coalesce(func.sum(PointsEntry.amount), 0.0))
+        .join(GameSession, GameSession.id == PointsEntry.session_id)
+        .where(PointsEntry.player_id == player_id, GameSession.status == "finished")
+    )
+    return float(total or 0.0)

@@ -1,0 +1,99 @@
+"""Build the FastAPI application from settings. Nothing here runs at import time."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from gap import __version__
+from gap.config import Settings
+from gap.db.engine import make_engine, make_sessionmaker
+from gap.db.migrate import is_current, upgrade
+from gap.game import GameRules
+from gap.models.base import VisionChatModel
+from gap.services.game import Clock, GameContext, utcnow
+from gap.web.errors import install_error_handlers
+from gap.web.routes import auth, images, leaderboard, me, pages, rounds, sessions
+
+log = logging.getLogger(__name__)
+HERE = Path(__file__).parent
+
+
+def lazy_model(load: Callable[[], VisionChatModel]) -> Callable[[], VisionChatModel]:
+    """Load the model on first use, once, even under concurrent first requests."""
+    lock = threading.Lock()
+    loaded: list[VisionChatModel] = []
+
+    def get() -> VisionChatModel:
+        if not loaded:
+            with lock:
+                if not loaded:
+                    loaded.append(load())
+        return loaded[0]
+
+    return get
+
+
+def create_app(
+    settings: Settings,
+    *,
+    model: VisionChatModel | Callable[[], VisionChatModel] | None = None,
+    clock: Clock = utcnow,
+    rng: random.Random | None = None,
+) -> FastAPI:
+    """The GAP web app. ``model`` defaults to the one named by ``settings.model``, loaded lazily."""
+    engine = make_engine(settings.resolved_database_url)
+    if not is_current(engine):
+        log.info("upgrading the database schema")
+        upgrade(settings.resolved_database_url)
+    if model is None:
+        from gap.models.factory import load_model
+
+        get_model = lazy_model(lambda: load_model(settings.model, settings))
+    elif isinstance(model, VisionChatModel):
+        fixed = model
+        get_model = lambda: fixed  # noqa: E731
+    else:
+        get_model = lazy_model(model)
+
+    context = GameContext(
+        factory=make_sessionmaker(engine),
+        rules=GameRules(
+            round_seconds=settings.round_seconds,
+            session_images=settings.session_images,
+            taint_rate=settings.taint_rate,
+        ),
+        model=get_model,
+        images_dir=settings.images_dir,
+        max_question_chars=settings.max_question_chars,
+        clock=clock,
+        rng=rng,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="GAP",
+        version=__version__,
+        description="Gamified Adversarial Prompting: ask a VLM about an image, catch its mistakes.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.context = context
+    app.state.templates = Jinja2Templates(directory=HERE / "templates")
+    install_error_handlers(app)
+    for module in (auth, me, sessions, rounds, leaderboard, images, pages):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    return app

@@ -1,0 +1,40 @@
+"""FastAPI dependencies: the app's context and the authenticated player."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from gap.config import Settings
+from gap.db.engine import transaction
+from gap.errors import AuthError
+from gap.services.game import GameContext
+from gap.services.players import player_for_token
+
+_bearer = HTTPBearer(auto_error=False, description="The token from POST /api/auth/guest.")
+
+
+def get_context(request: Request) -> GameContext:
+    return request.app.state.context  # type: ignore[no-any-return]
+
+
+def get_app_settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+Context = Annotated[GameContext, Depends(get_context)]
+AppSettings = Annotated[Settings, Depends(get_app_settings)]
+
+
+def current_player_id(
+    ctx: Context, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> str:
+    if credentials is None or not credentials.credentials:
+        raise AuthError("missing bearer token")
+    with transaction(ctx.factory) as db:
+        return player_for_token(db, credentials.credentials).id
+
+
+PlayerId = Annotated[str, Depends(current_player_id)]

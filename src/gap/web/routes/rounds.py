@@ -1,0 +1,45 @@
+"""Questions inside a round, and the verdicts on their answers."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from gap.game import Verdict
+from gap.services import game
+from gap.web.deps import Context, PlayerId
+from gap.web.routes._convert import round_out
+from gap.web.schemas import AnswerOut, ErrorOut, QuestionIn, VerdictIn, VerdictOut
+
+router = APIRouter(prefix="/api", tags=["game"])
+
+_ERRORS = {
+    404: {"model": ErrorOut, "description": "Not this player's, or no such id."},
+    409: {
+        "model": ErrorOut,
+        "description": "The round is over, or the answer is already judged / not judged.",
+    },
+    422: {"model": ErrorOut, "description": "Bad input."},
+}
+
+
+@router.post(
+    "/rounds/{round_id}/questions",
+    response_model=AnswerOut,
+    status_code=status.HTTP_201_CREATED,
+    responses={**_ERRORS, 502: {"model": ErrorOut}, 504: {"model": ErrorOut}},
+)
+def ask(round_id: str, body: QuestionIn, ctx: Context, player_id: PlayerId) -> AnswerOut:
+    """Ask the model about the round's image; the previous answer must have a verdict."""
+    turn_id, answer = game.ask(ctx, player_id, round_id, body.question)
+    return AnswerOut(turn_id=turn_id, answer=answer)
+
+
+@router.post("/turns/{turn_id}/verdict", response_model=VerdictOut, responses=_ERRORS)
+def verdict(turn_id: str, body: VerdictIn, ctx: Context, player_id: PlayerId) -> VerdictOut:
+    """Mark an answer Correct (keep asking) or Wrong (the round ends; optionally say the right answer)."""
+    result = game.judge(ctx, player_id, turn_id, Verdict(body.verdict), body.correction)
+    return VerdictOut(
+        round_status=result.round_status,  # type: ignore[arg-type]
+        session_status=result.session_status,  # type: ignore[arg-type]
+        next_round=round_out(result.next_round),
+    )

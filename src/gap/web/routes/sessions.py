@@ -1,0 +1,37 @@
+"""Sessions of N images."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from gap.services import game
+from gap.web.deps import Context, PlayerId
+from gap.web.routes._convert import round_out, session_out
+from gap.web.schemas import ErrorOut, SessionCreatedOut, SessionOut
+
+router = APIRouter(prefix="/api/sessions", tags=["game"])
+
+
+@router.post(
+    "",
+    response_model=SessionCreatedOut,
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        200: {"model": SessionCreatedOut, "description": "The active session, resumed."},
+        409: {"model": ErrorOut, "description": "No images to play."},
+    },
+)
+def start(ctx: Context, player_id: PlayerId, response: Response) -> SessionCreatedOut:
+    """Start a session, or resume the player's active one (then the status is 200)."""
+    view, created = game.start_session(ctx, player_id)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return SessionCreatedOut(
+        session_id=view.session_id, images_total=view.images_total, round=round_out(view.round)
+    )
+
+
+@router.get("/{session_id}", response_model=SessionOut, responses={404: {"model": ErrorOut}})
+def read(session_id: str, ctx: Context, player_id: PlayerId) -> SessionOut:
+    """The session now; a round past its deadline is closed and the next one served."""
+    return session_out(game.get_session(ctx, player_id, session_id))

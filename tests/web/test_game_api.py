@@ -1,0 +1,398 @@
+"""The game through its HTTP API, on the real database and a real (tiny) model."""
+
+from __future__ import annotations
+
+import random
+import threading
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from fixtures.game import ManualClock, RecordingModel, login, seed_images
+from gap.config import Settings
+from gap.db.engine import make_engine, make_sessionmaker, transaction
+from gap.db.models import PointsEntry, Round, Turn
+from gap.game import TAINT_INSTRUCTION
+from gap.models.base import VisionChatModel
+
+pytestmark = pytest.mark.db
+
+FORBIDDEN = ("taint", "untaint", "instruct", "pool")
+
+
+def assert_no_leak(response: Any) -> None:
+    """Nothing the client receives names the pool or the instruction."""
+    blob = response.text.lower() + " ".join(f"{k}:{v}" for k, v in response.headers.items()).lower()
+    for word in FORBIDDEN:
+        assert word not in blob, f"{word!r} leaked in {response.request.url}: {blob[:300]}"
+
+
+def db_rows(settings: Settings, model: type, **where: Any) -> list[Any]:
+    engine = make_engine(settings.resolved_database_url)
+    with transaction(make_sessionmaker(engine)) as db:
+        query = select(model)
+        for key, value in where.items():
+            query = query.where(getattr(model, key) == value)
+        rows = list(db.scalars(query))
+    engine.dispose()
+    return rows
+
+
+def round_pool(settings: Settings, round_id: str) -> str:
+    return db_rows(settings, Round, id=round_id)[0].pool
+
+
+def turn_row(settings: Settings, turn_id: str) -> Turn:
+    return db_rows(settings, Turn, id=turn_id)[0]
+
+
+def test_whole_session_with_transformers_backend(
+    settings: Settings, make_client: Any, tiny_model: VisionChatModel
+) -> None:
+    seed_images(settings)
+    client: TestClient = make_client(tiny_model, rng=random.Random(1))
+    auth = login(client)
+    started = client.post("/api/sessions", headers=auth)
+    assert started.status_code == 201
+    body = started.json()
+    assert body["images_total"] == 10
+    session_id = body["session_id"]
+    assert client.post("/api/sessions", headers=auth).json()["session_id"] == session_id  # resumed, not new
+
+    image = client.get(body["round"]["image_url"])
+    assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+    assert "img" not in body["round"]["image_url"]
+
+    seen_indexes = []
+    round_ = body["round"]
+    for step in range(40):
+        state = client.get(f"/api/sessions/{session_id}", headers=auth).json()
+        assert_no_leak(client.get(f"/api/sessions/{session_id}", headers=auth))
+        if state["status"] == "finished":
+            break
+        assert state["points"] is None  # hidden while playing
+        round_ = state["round"]
+        seen_indexes.append(round_["index"])
+        asked = client.post(
+            f"/api/rounds/{round_['round_id']}/questions",
+            headers=auth,
+            json={"question": "What colour is it?"},
+        )
+        assert asked.status_code == 201, asked.text
+        assert_no_leak(asked)
+        assert asked.json()["answer"].strip()
+        verdict = "correct" if step % 3 == 0 else "wrong"
+        judged = client.post(
+            f"/api/turns/{asked.json()['turn_id']}/verdict", headers=auth, json={"verdict": verdict}
+        )
+        assert judged.status_code == 200, judged.text
+        assert_no_leak(judged)
+        assert judged.json()["round_status"] == ("active" if verdict == "correct" else "ended")
+    assert state["status"] == "finished"
+    assert state["images_done"] == 10
+    assert sorted(set(seen_indexes)) == list(range(1, 11))
+    points = state["points"]
+    ledger = db_rows(settings, PointsEntry)
+    assert points == pytest.approx(sum(e.amount for e in ledger))
+    assert client.get("/api/me", headers=auth).json()["points"] == pytest.approx(points)
+    board = client.get("/api/leaderboard").json()
+    assert board[0]["name"] == "Ada" and board[0]["points"] == pytest.approx(points)
+    new = client.post("/api/sessions", headers=auth)
+    assert new.status_code == 201 and new.json()["session_id"] != session_id
+
+
+def test_server_clock_enforces_the_round_limit(
+    settings: Settings, make_client: Any, tiny_model: VisionChatModel, clock: ManualClock
+) -> None:
+    seed_images(settings)
+    client = make_client(tiny_model, round_seconds=5)
+    auth = login(client)
+    first = client.post("/api/sessions", headers=auth).json()
+    session_id, round_id = first["session_id"], first["round"]["round_id"]
+    assert first["round"]["seconds_left"] == pytest.approx(5)
+    clock.advance(2)
+    state = client.get(f"/api/sessions/{session_id}", headers=auth).json()
+    assert state["round"]["round_id"] == round_id and state["round"]["seconds_left"] == pytest.approx(3)
+    asked = client.post(
+        f"/api/rounds/{round_id}/questions", headers=auth, json={"question": "How many?"}
+    ).json()
+    clock.advance(3)  # the deadline: the answer can no longer be judged, nor another question asked
+    late = client.post(f"/api/turns/{asked['turn_id']}/verdict", headers=auth, json={"verdict": "wrong"})
+    assert late.status_code == 409
+    assert (
+        client.post(f"/api/rounds/{round_id}/questions", headers=auth, json={"question": "x"}).status_code
+        == 409
+    )
+    state = client.get(f"/api/sessions/{session_id}", headers=auth).json()
+    assert state["images_done"] == 1 and state["round"]["index"] == 2
+    assert turn_row(settings, asked["turn_id"]).verdict is None  # time-out: no verdict recorded
+    for _ in range(9):
+        clock.advance(5)
+        state = client.get(f"/api/sessions/{session_id}", headers=auth).json()
+    assert state["status"] == "finished" and state["round"] is None and state["points"] == 0
+
+
+def test_conflicts_and_bad_input(settings: Settings, make_client: Any, tiny_model: VisionChatModel) -> None:
+    seed_images(settings)
+    client = make_client(tiny_model)
+    auth = login(client)
+    round_id = client.post("/api/sessions", headers=auth).json()["round"]["round_id"]
+    url = f"/api/rounds/{round_id}/questions"
+    assert client.post(url, headers=auth, json={"question": "   "}).status_code == 422
+    assert client.post(url, headers=auth, json={"question": "x" * 501}).status_code == 422
+    assert client.post(url, headers=auth, json={}).status_code == 422
+    assert client.post(url, headers=auth, json={"question": "x" * 500}).status_code == 201
+    assert client.post(url, headers=auth, json={"question": "again?"}).status_code == 409  # no verdict yet
+    turn_id = turn_id_of_last(client, auth)
+    verdict_url = f"/api/turns/{turn_id}/verdict"
+    assert client.post(verdict_url, headers=auth, json={"verdict": "maybe"}).status_code == 422
+    assert (
+        client.post(verdict_url, headers=auth, json={"verdict": "correct", "correction": "x"}).status_code
+        == 422
+    )
+    assert client.post(verdict_url, headers=auth, json={"verdict": "correct"}).status_code == 200
+    assert client.post(verdict_url, headers=auth, json={"verdict": "wrong"}).status_code == 409
+    assert client.post(url, headers=auth, json={"question": "next?"}).status_code == 201
+    assert (
+        client.post(
+            f"/api/turns/{turn_id_of_last(client, auth)}/verdict",
+            headers=auth,
+            json={"verdict": "wrong", "correction": "It is blue."},
+        ).status_code
+        == 200
+    )
+    assert client.post(url, headers=auth, json={"question": "after the end?"}).status_code == 409
+    # no token, a bad token, another player's objects
+    assert client.get("/api/me").status_code == 401
+    assert client.get("/api/me", headers={"Authorization": "Bearer nope"}).status_code == 401
+    other = login(client, "Bob")
+    session_id = client.post("/api/sessions", headers=auth).json()["session_id"]
+    assert client.get(f"/api/sessions/{session_id}", headers=other).status_code == 404
+    assert client.post(url, headers=other, json={"question": "mine?"}).status_code == 404
+    assert client.post(verdict_url, headers=other, json={"verdict": "wrong"}).status_code == 404
+    assert client.get("/api/images/doesnotexist").status_code == 404
+
+
+def turn_id_of_last(client: TestClient, auth: dict[str, str]) -> str:
+    session_id = client.post("/api/sessions", headers=auth).json()["session_id"]
+    return client.get(f"/api/sessions/{session_id}", headers=auth).json()["round"]["turns"][-1]["turn_id"]
+
+
+def test_taint_rate_and_instruction_reach_model_only_on_tainted_rounds(
+    settings: Settings, make_client: Any, tiny_model: VisionChatModel
+) -> None:
+    seed_images(settings)
+    recorder = RecordingModel(tiny_model)
+    tau = 0.5
+    client = make_client(recorder, rng=random.Random(7), taint_rate=tau)
+    counts = {"tainted": [0, 0], "untainted": [0, 0]}  # [instructed, total]
+    for player in range(8):
+        auth = login(client, f"p{player}")
+        state = client.post("/api/sessions", headers=auth).json()
+        round_ = state["round"]
+        while round_ is not None:
+            for _ in range(3):  # three questions per round, all marked Correct
+                asked = client.post(
+                    f"/api/rounds/{round_['round_id']}/questions",
+                    headers=auth,
+                    json={"question": "Is it red?"},
+                )
+                assert asked.status_code == 201
+                turn = turn_row(settings, asked.json()["turn_id"])
+                pool = round_pool(settings, round_["round_id"])
+                counts[pool][0] += int(turn.instructed)
+                counts[pool][1] += 1
+                messages, system = recorder.calls[-1]
+                assert system == (TAINT_INSTRUCTION if turn.instructed else None)
+                assert all(TAINT_INSTRUCTION not in m.text for m in messages)
+                last = client.post(
+                    f"/api/turns/{asked.json()['turn_id']}/verdict", headers=auth, json={"verdict": "correct"}
+                )
+            judged = client.post(
+                f"/api/turns/{asked.json()['turn_id']}/verdict", headers=auth, json={"verdict": "wrong"}
+            )
+            assert last.status_code == 200 and judged.status_code == 409
+            # end the round with a Wrong on a fresh question
+            asked = client.post(
+                f"/api/rounds/{round_['round_id']}/questions", headers=auth, json={"question": "Sure?"}
+            )
+            round_ = client.post(
+                f"/api/turns/{asked.json()['turn_id']}/verdict", headers=auth, json={"verdict": "wrong"}
+            ).json()["next_round"]
+    assert counts["untainted"][0] == 0 and counts["untainted"][1] == 120
+    instructed, total = counts["tainted"]
+    assert total == 120
+    # binomial(120, 0.5): sd ~5.5; 4 sd bounds
+    assert abs(instructed - tau * total) < 4 * (total * tau * (1 - tau)) ** 0.5
+
+
+def test_points_follow_the_method(settings: Settings, make_client: Any, tiny_model: VisionChatModel) -> None:
+    seed_images(settings)
+    client = make_client(tiny_model, rng=random.Random(3), taint_rate=1.0)  # every tainted answer instructed
+    auth = login(client)
+    state = client.post("/api/sessions", headers=auth).json()
+    expected = 0.0
+    round_ = state["round"]
+    marks = ["wrong", "correct"]
+    i = 0
+    while round_ is not None:
+        asked = client.post(
+            f"/api/rounds/{round_['round_id']}/questions", headers=auth, json={"question": "Count?"}
+        ).json()
+        verdict = marks[i % 2]
+        i += 1
+        result = client.post(
+            f"/api/turns/{asked['turn_id']}/verdict", headers=auth, json={"verdict": verdict}
+        ).json()
+        if verdict == "wrong":
+            expected += 20.0  # tainted: instructed and caught; untainted: provisional 20
+            round_ = result["next_round"]
+            continue
+        assert client.get("/api/me", headers=auth).json()["points"] == 0  # nothing revealed mid-session
+        asked = client.post(
+            f"/api/rounds/{round_['round_id']}/questions", headers=auth, json={"question": "Colour?"}
+        ).json()
+        result = client.post(
+            f"/api/turns/{asked['turn_id']}/verdict", headers=auth, json={"verdict": "wrong"}
+        ).json()
+        expected += 20.0
+        round_ = result["next_round"]
+    final = client.get(f"/api/sessions/{state['session_id']}", headers=auth).json()
+    assert final["points"] == pytest.approx(expected)
+    kinds = {(e.kind, e.amount) for e in db_rows(settings, PointsEntry)}
+    assert kinds <= {("catch", 20.0), ("provisional", 20.0)}
+
+
+def test_false_alarm_on_tainted_earns_nothing(
+    settings: Settings, make_client: Any, tiny_model: VisionChatModel
+) -> None:
+    seed_images(settings)
+    client = make_client(tiny_model, rng=random.Random(5), taint_rate=0.0)  # nothing instructed
+    auth = login(client)
+    state = client.post("/api/sessions", headers=auth).json()
+    round_, untainted_wrongs = state["round"], 0
+    while round_ is not None:
+        untainted_wrongs += round_pool(settings, round_["round_id"]) == "untainted"
+        asked = client.post(
+            f"/api/rounds/{round_['round_id']}/questions", headers=auth, json={"question": "Dog?"}
+        ).json()
+        round_ = client.post(
+            f"/api/turns/{asked['turn_id']}/verdict", headers=auth, json={"verdict": "wrong"}
+        ).json()["next_round"]
+    final = client.get(f"/api/sessions/{state['session_id']}", headers=auth).json()
+    assert final["points"] == pytest.approx(20.0 * untainted_wrongs)
+
+
+def test_concurrent_verdicts_count_once(
+    settings: Settings, make_client: Any, tiny_model: VisionChatModel
+) -> None:
+    seed_images(settings)
+    client = make_client(tiny_model, rng=random.Random(2), taint_rate=1.0)
+    auth = login(client)
+    round_ = client.post("/api/sessions", headers=auth).json()["round"]
+    asked = client.post(
+        f"/api/rounds/{round_['round_id']}/questions", headers=auth, json={"question": "How many?"}
+    ).json()
+    statuses: list[int] = []
+    barrier = threading.Barrier(8)
+
+    def mark() -> None:
+        barrier.wait()
+        statuses.append(
+            client.post(
+                f"/api/turns/{asked['turn_id']}/verdict", headers=auth, json={"verdict": "wrong"}
+            ).status_code
+        )
+
+    threads = [threading.Thread(target=mark) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [200] + [409] * 7
+    assert len(db_rows(settings, PointsEntry, turn_id=asked["turn_id"])) == 1
+
+
+def test_concurrent_questions_ask_the_model_once(
+    settings: Settings, make_client: Any, tiny_model: VisionChatModel
+) -> None:
+    seed_images(settings)
+    recorder = RecordingModel(tiny_model)
+    client = make_client(recorder)
+    auth = login(client)
+    round_ = client.post("/api/sessions", headers=auth).json()["round"]
+    statuses: list[int] = []
+    barrier = threading.Barrier(6)
+
+    def ask() -> None:
+        barrier.wait()
+        statuses.append(
+            client.post(
+                f"/api/rounds/{round_['round_id']}/questions", headers=auth, json={"question": "Why?"}
+            ).status_code
+        )
+
+    threads = [threading.Thread(target=ask) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [201] + [409] * 5
+    assert len(recorder.calls) == 1
+
+
+def test_leaderboard_windows_and_hidden_points(
+    settings: Settings, make_client: Any, tiny_model: VisionChatModel, clock: ManualClock
+) -> None:
+    seed_images(settings)
+    client = make_client(tiny_model, rng=random.Random(4), session_images=2, taint_rate=1.0)
+
+    def play(name: str) -> dict[str, str]:
+        auth = login(client, name)
+        round_ = client.post("/api/sessions", headers=auth).json()["round"]
+        while round_ is not None:
+            asked = client.post(
+                f"/api/rounds/{round_['round_id']}/questions", headers=auth, json={"question": "?"}
+            ).json()
+            round_ = client.post(
+                f"/api/turns/{asked['turn_id']}/verdict", headers=auth, json={"verdict": "wrong"}
+            ).json()["next_round"]
+        return auth
+
+    play("old")
+    clock.advance(3 * 86400)
+    play("recent")
+    active = login(client, "active")
+    client.post("/api/sessions", headers=active)
+    everyone = {row["name"] for row in client.get("/api/leaderboard?window=all").json()}
+    assert everyone == {"old", "recent"}
+    assert {row["name"] for row in client.get("/api/leaderboard?window=week").json()} == {"old", "recent"}
+    assert {row["name"] for row in client.get("/api/leaderboard?window=day").json()} == {"recent"}
+    board = client.get("/api/leaderboard?window=all&limit=1").json()
+    assert len(board) == 1 and board[0]["rank"] == 1 and board[0]["points"] == 40
+    assert client.get("/api/leaderboard?window=year").status_code == 422
+    assert client.get("/api/leaderboard?limit=0").status_code == 422
+
+
+def test_no_images_is_a_clear_conflict(make_client: Any, tiny_model: VisionChatModel) -> None:
+    client = make_client(tiny_model)
+    response = client.post("/api/sessions", headers=login(client))
+    assert response.status_code == 409 and "images" in response.json()["detail"]
+
+
+def test_openapi_documents_the_contract(make_client: Any, tiny_model: VisionChatModel) -> None:
+    client = make_client(tiny_model)
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in [
+        "/api/auth/guest",
+        "/api/me",
+        "/api/sessions",
+        "/api/sessions/{session_id}",
+        "/api/rounds/{round_id}/questions",
+        "/api/turns/{turn_id}/verdict",
+        "/api/leaderboard",
+    ]:
+        assert path in paths
+    assert client.get("/docs").status_code == 200
