@@ -4,6 +4,19 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
+
+
+class _CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time, so a swapped stream (tests) is never stale."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
 
 
 def setup_logging(level: str = "INFO") -> None:
@@ -18,7 +31,7 @@ def setup_logging(level: str = "INFO") -> None:
         handler: logging.Handler = RichHandler(show_path=False, rich_tracebacks=True)
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
-        handler = logging.StreamHandler()
+        handler = _CurrentStderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     root._gap_configured = True  # type: ignore[attr-defined]

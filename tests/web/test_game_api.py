@@ -188,12 +188,11 @@ def test_taint_rate_and_instruction_reach_model_only_on_tainted_rounds(
     tau = 0.5
     client = make_client(recorder, rng=random.Random(7), taint_rate=tau)
     counts = {"tainted": [0, 0], "untainted": [0, 0]}  # [instructed, total]
-    for player in range(8):
+    for player in range(5):
         auth = login(client, f"p{player}")
-        state = client.post("/api/sessions", headers=auth).json()
-        round_ = state["round"]
+        round_ = client.post("/api/sessions", headers=auth).json()["round"]
         while round_ is not None:
-            for _ in range(3):  # three questions per round, all marked Correct
+            for verdict in ("correct", "correct", "wrong"):  # Correct keeps the round going, Wrong ends it
                 asked = client.post(
                     f"/api/rounds/{round_['round_id']}/questions",
                     headers=auth,
@@ -207,24 +206,15 @@ def test_taint_rate_and_instruction_reach_model_only_on_tainted_rounds(
                 messages, system = recorder.calls[-1]
                 assert system == (TAINT_INSTRUCTION if turn.instructed else None)
                 assert all(TAINT_INSTRUCTION not in m.text for m in messages)
-                last = client.post(
-                    f"/api/turns/{asked.json()['turn_id']}/verdict", headers=auth, json={"verdict": "correct"}
+                judged = client.post(
+                    f"/api/turns/{asked.json()['turn_id']}/verdict", headers=auth, json={"verdict": verdict}
                 )
-            judged = client.post(
-                f"/api/turns/{asked.json()['turn_id']}/verdict", headers=auth, json={"verdict": "wrong"}
-            )
-            assert last.status_code == 200 and judged.status_code == 409
-            # end the round with a Wrong on a fresh question
-            asked = client.post(
-                f"/api/rounds/{round_['round_id']}/questions", headers=auth, json={"question": "Sure?"}
-            )
-            round_ = client.post(
-                f"/api/turns/{asked.json()['turn_id']}/verdict", headers=auth, json={"verdict": "wrong"}
-            ).json()["next_round"]
-    assert counts["untainted"][0] == 0 and counts["untainted"][1] == 120
+                assert judged.status_code == 200
+            round_ = judged.json()["next_round"]
+    assert counts["untainted"][0] == 0 and counts["untainted"][1] == 75
     instructed, total = counts["tainted"]
-    assert total == 120
-    # binomial(120, 0.5): sd ~5.5; 4 sd bounds
+    assert total == 75
+    # binomial(75, 0.5): sd ~4.3; 4 sd bounds
     assert abs(instructed - tau * total) < 4 * (total * tau * (1 - tau)) ** 0.5
 
 

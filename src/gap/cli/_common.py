@@ -18,7 +18,7 @@ from gap.logs import setup_logging
 
 P = ParamSpec("P")
 R = TypeVar("R")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 def handle_errors(command: Callable[P, R]) -> Callable[P, R]:

@@ -54,8 +54,10 @@ def inspect_image(data: bytes) -> ImageInfo:
             if width * height > MAX_PIXELS:
                 raise ImageError(f"the image is too large ({width}x{height} pixels)")
             img.load()  # decodes fully: catches truncated files that only have a valid header
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"not a readable image ({exc})") from None
+    except UnidentifiedImageError:
+        raise ImageError("not an image (or a format GAP cannot read)") from None
+    except (OSError, SyntaxError, ValueError):
+        raise ImageError("the image data is damaged or truncated") from None
     if fmt not in MIME_BY_FORMAT:
         raise ImageError(f"unsupported image format {fmt or 'unknown'}; use JPEG, PNG, WebP or GIF")
     return ImageInfo(MIME_BY_FORMAT[fmt], width, height, hashlib.sha256(data).hexdigest())
