@@ -386,3 +386,34 @@ def test_openapi_documents_the_contract(make_client: Any, tiny_model: VisionChat
     ]:
         assert path in paths
     assert client.get("/docs").status_code == 200
+
+
+def test_whole_session_with_openai_backend(settings: Settings, make_client: Any, openai_server: Any) -> None:
+    """The same game against a real OpenAI-compatible server (`transformers serve` on the tiny model)."""
+    from gap.models.factory import load_model
+
+    seed_images(settings)
+    served = settings.model_copy(update={"openai_base_url": openai_server.base_url, "max_new_tokens": 8})
+    recorder = RecordingModel(load_model(f"openai:{openai_server.model}", served))
+    client = make_client(recorder, rng=random.Random(11), session_images=4, taint_rate=1.0)
+    auth = login(client)
+    state = client.post("/api/sessions", headers=auth).json()
+    round_, asked_pools = state["round"], []
+    while round_ is not None:
+        asked = client.post(
+            f"/api/rounds/{round_['round_id']}/questions",
+            headers=auth,
+            json={"question": "What is in the picture?"},
+        )
+        assert asked.status_code == 201, asked.text
+        assert asked.json()["answer"].strip()
+        asked_pools.append(round_pool(settings, round_["round_id"]))
+        round_ = client.post(
+            f"/api/turns/{asked.json()['turn_id']}/verdict", headers=auth, json={"verdict": "wrong"}
+        ).json()["next_round"]
+    final = client.get(f"/api/sessions/{state['session_id']}", headers=auth).json()
+    assert final["status"] == "finished" and final["points"] == pytest.approx(80.0)
+    systems = [system for _, system in recorder.calls]
+    assert systems == [TAINT_INSTRUCTION if pool == "tainted" else None for pool in asked_pools]
+    models = {turn.model for turn in db_rows(settings, Turn)}
+    assert models == {f"openai:{openai_server.model}"}  # each answer records the model that wrote it
