@@ -34,4 +34,6 @@ def setup_logging(level: str = "INFO") -> None:
         handler = _CurrentStderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
+    # Alembic narrates every migration step at INFO; only its warnings matter to a user.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     root._gap_configured = True  # type: ignore[attr-defined]
