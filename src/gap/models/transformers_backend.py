@@ -1,0 +1,226 @@
+"""A local Hugging Face VLM (a hub id or a folder) run in-process with ``transformers``.
+
+torch and transformers are imported when the model is loaded, never when this module is imported, so
+the base install works without the ``local`` extra. Setup problems (extra missing, model not found)
+raise :class:`~gap.errors.ConfigError`; anything that goes wrong while answering raises
+:class:`~gap.errors.ModelError`, translated here at the boundary.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from gap.errors import ConfigError, GapError, ModelError, ModelTimeout
+from gap.models.base import ChatMessage, ImageInput
+
+INSTALL_HINT = "pip install 'gap[local]'"
+
+# Families whose processor wants a video processor, which needs torchvision (see STACK-NOTES).
+_VIDEO_PROCESSOR_FAMILIES = {
+    "qwen2_vl": "Qwen2VLProcessor",
+    "qwen2_5_vl": "Qwen2_5_VLProcessor",
+    "qwen3_vl": "Qwen3VLProcessor",
+    "qwen3_vl_moe": "Qwen3VLProcessor",
+}
+
+
+@contextmanager
+def _map_generation_errors(name: str) -> Iterator[None]:
+    """Any foreign exception raised while answering becomes a :class:`ModelError`."""
+    try:
+        yield
+    except GapError:
+        raise
+    except Exception as exc:  # the boundary: torch and transformers raise many unrelated types
+        raise ModelError(f"{name} failed to answer: {type(exc).__name__}: {exc}") from exc
+
+
+def import_stack() -> tuple[Any, Any]:
+    """``(torch, transformers)``, or a :class:`ConfigError` that says what to install."""
+    try:
+        import torch
+        import transformers
+    except ImportError as exc:
+        raise ConfigError(f"local models need torch and transformers: {INSTALL_HINT} ({exc})") from exc
+    return torch, transformers
+
+
+def _is_torchvision_error(exc: BaseException) -> bool:
+    return "torchvision" in str(exc).lower()
+
+
+def _processor_without_video(transformers: Any, path: str, processor_class: str) -> Any:
+    """The family's processor built from tokenizer + image processor, with no video processor.
+
+    Without torchvision, ``AutoProcessor`` cannot build Qwen-VL processors because their video processor
+    needs it. GAP never sends video, so a subclass that always passes ``video_processor=None`` is enough.
+    """
+    base = getattr(transformers, processor_class)
+
+    class _ImageOnlyProcessor(base):  # type: ignore[misc, valid-type]
+        def __init__(self, image_processor: Any = None, tokenizer: Any = None, **kwargs: Any) -> None:
+            kwargs.pop("video_processor", None)
+            super().__init__(
+                image_processor=image_processor, tokenizer=tokenizer, video_processor=None, **kwargs
+            )
+
+    # save_pretrained records the class name; keep the family's so the folder still loads elsewhere.
+    _ImageOnlyProcessor.__name__ = _ImageOnlyProcessor.__qualname__ = base.__name__
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    image_processor = transformers.AutoImageProcessor.from_pretrained(path)
+    return _ImageOnlyProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=tokenizer.chat_template
+    )
+
+
+def load_processor(transformers: Any, path: str) -> Any:
+    """``AutoProcessor`` for ``path``; the Qwen-VL workaround only on the torchvision error it is for."""
+    try:
+        return transformers.AutoProcessor.from_pretrained(path)
+    except (ImportError, ValueError, OSError) as exc:
+        if not _is_torchvision_error(exc):
+            raise
+        model_type = getattr(transformers.AutoConfig.from_pretrained(path), "model_type", None)
+        processor_class = _VIDEO_PROCESSOR_FAMILIES.get(str(model_type))
+        if processor_class is None:
+            raise
+        return _processor_without_video(transformers, path, processor_class)
+
+
+def _decode_image(image: ImageInput) -> Any:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(image.data)) as opened:
+        return opened.convert("RGB")
+
+
+def build_conversation(
+    pil_image: Any, messages: list[ChatMessage], system: str | None
+) -> list[dict[str, Any]]:
+    """Chat-template messages: the system prompt if any, then the history; the image rides in turn one."""
+    if not messages or messages[0].role != "user":
+        raise ModelError("the conversation must start with a user message (it carries the image)")
+    conversation: list[dict[str, Any]] = []
+    if system:
+        conversation.append({"role": "system", "content": [{"type": "text", "text": system}]})
+    for index, message in enumerate(messages):
+        content: list[dict[str, Any]] = [{"type": "text", "text": message.text}]
+        if index == 0:
+            content.insert(0, {"type": "image", "image": pil_image})
+        conversation.append({"role": message.role, "content": content})
+    return conversation
+
+
+class TransformersModel:
+    """A VLM loaded with ``AutoProcessor`` and ``AutoModelForImageTextToText``, answering greedily.
+
+    Loading happens on :meth:`load` or on the first :meth:`answer`. One lock serialises loading and
+    generation, so the object can be shared by FastAPI's thread pool; a caller waiting for the lock
+    spends its own ``timeout``. ``device`` defaults to CUDA when available, else CPU.
+    """
+
+    def __init__(
+        self,
+        path_or_hub_id: str,
+        *,
+        timeout: float,
+        max_new_tokens: int,
+        device: str | None = None,
+    ) -> None:
+        self.path_or_hub_id = path_or_hub_id
+        self.timeout = timeout
+        self.max_new_tokens = max_new_tokens
+        self.device = device
+        self._lock = threading.Lock()
+        self._loaded: tuple[Any, Any, str] | None = None
+
+    @property
+    def name(self) -> str:
+        return f"transformers:{self.path_or_hub_id}"
+
+    def load(self) -> None:
+        """Load processor and weights now (idempotent), e.g. at server start rather than on the first turn."""
+        with self._lock:
+            self._load_locked()
+
+    def _load_locked(self) -> tuple[Any, Any, str]:
+        if self._loaded is not None:
+            return self._loaded
+        torch, transformers = import_stack()
+        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            processor = load_processor(transformers, self.path_or_hub_id)
+            model = transformers.AutoModelForImageTextToText.from_pretrained(self.path_or_hub_id)
+        except Exception as exc:  # missing folder, unknown architecture, broken weights: all unusable specs
+            raise ConfigError(
+                f"cannot load model {self.path_or_hub_id!r} (a local folder, or a hub id already in the "
+                f"cache when HF_HUB_OFFLINE=1): {type(exc).__name__}: {exc}"
+            ) from exc
+        model.to(device).eval()
+        self._loaded = (processor, model, device)
+        return self._loaded
+
+    def prompt_text(self, messages: list[ChatMessage], system: str | None = None) -> str:
+        """The prompt string the chat template builds (image placeholders unexpanded), for inspection."""
+        with self._lock:
+            processor, _, _ = self._load_locked()
+        conversation = build_conversation(None, messages, system)
+        text: str = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+        return text
+
+    def answer(self, image: ImageInput, messages: list[ChatMessage], system: str | None = None) -> str:
+        started = time.monotonic()
+        if not self._lock.acquire(timeout=self.timeout):
+            raise ModelTimeout(f"{self.name} stayed busy with other answers for {self.timeout:g} s")
+        try:
+            processor, model, device = self._load_locked()
+            with _map_generation_errors(self.name):
+                return self._generate(processor, model, device, image, messages, system, started)
+        finally:
+            self._lock.release()
+
+    def _generate(
+        self,
+        processor: Any,
+        model: Any,
+        device: str,
+        image: ImageInput,
+        messages: list[ChatMessage],
+        system: str | None,
+        started: float,
+    ) -> str:
+        import torch
+
+        conversation = build_conversation(_decode_image(image), messages, system)
+        inputs = processor.apply_chat_template(
+            conversation,
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=True,
+            return_tensors="pt",
+        ).to(device)
+        remaining = self.timeout - (time.monotonic() - started)
+        if remaining <= 0:
+            raise ModelTimeout(f"{self.name} ran out of its {self.timeout:g} s before generating")
+        config = model.generation_config
+        with torch.inference_mode():
+            output = model.generate(
+                **inputs,
+                do_sample=False,
+                max_new_tokens=self.max_new_tokens,
+                # the model's own minimum wins (the tiny model forces a few tokens); otherwise at least one
+                min_new_tokens=max(1, config.min_new_tokens or 0),
+                max_time=remaining,
+            )
+        new_tokens = output[0, inputs["input_ids"].shape[-1] :]
+        text = str(processor.decode(new_tokens, skip_special_tokens=True)).strip()
+        if text:
+            return text
+        if time.monotonic() - started >= self.timeout:
+            raise ModelTimeout(f"{self.name} wrote no text within {self.timeout:g} s")
+        raise ModelError(f"{self.name} returned an empty answer ({new_tokens.shape[-1]} special tokens only)")
