@@ -51,6 +51,9 @@ def demo(
     console.print(f"demo folder {folder.resolve()}: {added} new image(s)")
     with console.status(f"loading model {current.model} ..."):
         vlm = load_model(current.model, current)
+        preload = getattr(vlm, "load", None)  # local models load now, not on the first question
+        if callable(preload):
+            preload()
     app = create_app(current, model=vlm)
     console.print(f"\n[bold green]Open http://{host}:{port}/ to play[/bold green]  (API docs: /docs)\n")
     uvicorn.run(app, host=host, port=port, log_level="warning")
