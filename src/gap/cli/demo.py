@@ -9,6 +9,7 @@ import typer
 
 from gap.cli._common import console, database, handle_errors
 from gap.config import Settings
+from gap.errors import ConfigError
 from gap.logs import setup_logging
 
 
@@ -53,7 +54,12 @@ def demo(
         vlm = load_model(current.model, current)
         preload = getattr(vlm, "load", None)  # local models load now, not on the first question
         if callable(preload):
-            preload()
+            try:
+                preload()
+            except ConfigError as exc:
+                raise ConfigError(
+                    f"{exc.message}\nWithout network, try `gap demo --tiny` or `--model DIR`."
+                ) from exc
     app = create_app(current, model=vlm)
     console.print(f"\n[bold green]Open http://{host}:{port}/ to play[/bold green]  (API docs: /docs)\n")
     uvicorn.run(app, host=host, port=port, log_level="warning")
