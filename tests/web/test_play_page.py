@@ -1,60 +1,354 @@
-"""A real browser plays on the page served by a real server."""
+"""A real browser (Debian's Chromium through Playwright) plays on the page served by a real server.
+
+The server's clock is a :class:`ManualClock` and the page's clock is Playwright's, so a round can be
+run out in milliseconds. Screenshots for the docs are written to ``docs/screenshots/`` when
+``GAP_UPDATE_SCREENSHOTS=1``, else to the test's temporary folder.
+"""
 
 from __future__ import annotations
 
+import io
+import os
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image as PILImage
 
-from fixtures.game import seed_images
+from fixtures.game import ManualClock, seed_images
 from gap.config import Settings
-from gap.models.base import VisionChatModel
+from gap.db.engine import make_engine, make_sessionmaker, transaction
+from gap.errors import ModelTimeout
+from gap.game import Pool
+from gap.models.base import ChatMessage, ImageInput, VisionChatModel
+from gap.services.images import add_image
 from gap.web.app import create_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.db]
 
+ROOT = Path(__file__).resolve().parents[2]
+PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
+FORBIDDEN = ("taint", "untaint", "instruct", "pool")
 
-def test_a_round_is_played_in_the_browser(
+
+def screenshot_dir(tmp_path: Path) -> Path:
+    if os.environ.get("GAP_UPDATE_SCREENSHOTS") == "1":
+        return ROOT / "docs" / "screenshots"
+    return tmp_path / "screenshots"
+
+
+def save_screenshot(page: Any, path: Path, *, full_page: bool = False) -> None:
+    """A palette PNG: a quarter of the size of the raw screenshot, fine for docs."""
+    raw = PILImage.open(io.BytesIO(page.screenshot(full_page=full_page))).convert("RGB")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw.quantize(colors=128, method=PILImage.Quantize.MEDIANCUT).save(path, optimize=True)
+
+
+@dataclass
+class FlakyModel:
+    """The real tiny model, failing on request: what a slow or crashed model server looks like."""
+
+    inner: VisionChatModel
+    failures: list[Exception] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def answer(self, image: ImageInput, messages: list[ChatMessage], system: str | None = None) -> str:
+        if self.failures:
+            raise self.failures.pop(0)
+        return self.inner.answer(image, messages, system=system)
+
+
+def seconds_shown(page: Any) -> int:
+    minutes, seconds = page.text_content("#countdown").split(":")
+    return int(minutes) * 60 + int(seconds)
+
+
+@contextmanager
+def phone_page(browser: Any, **options: Any) -> Iterator[tuple[Any, list[str]]]:
+    context = browser.new_context(**{**PHONE, **options})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        yield page, errors
+    finally:
+        context.close()
+
+
+def play_page_sources(page: Any, url: str) -> str:
+    """The HTML, JS and CSS a player downloads, lower-cased."""
+    return "\n".join(
+        page.request.get(url + path).text() for path in ("/", "/static/game.js", "/static/game.css")
+    ).lower()
+
+
+def test_a_whole_session_is_played_in_the_browser(
+    settings: Settings, tiny_model: VisionChatModel, live_server: Any, browser: Any, tmp_path: Path
+) -> None:
+    seed_images(settings)
+    clock = ManualClock()
+    server = live_server(
+        create_app(
+            settings.model_copy(update={"session_images": 3}),
+            model=tiny_model,
+            clock=clock,
+            rng=random.Random(0),
+        )
+    )
+    shots = screenshot_dir(tmp_path)
+    with phone_page(browser) as (page, errors):
+        page.clock.install()
+        page.goto(server.url + "/")
+        # first visit: the how-to-play sheet, once
+        page.wait_for_selector("#help:not([hidden])")
+        page.click("#help-ok")
+        assert page.is_hidden("#help")
+
+        page.fill("#name", "Grace")
+        page.click("#login-form button")
+        page.wait_for_selector("#lobby:not([hidden])")
+        assert page.text_content("#hello") == "Hi Grace!"
+        page.click("#start")
+        page.wait_for_selector("#round:not([hidden])")
+        assert page.text_content("#progress") == "1/3"
+        assert page.evaluate("document.getElementById('image').naturalWidth") > 0
+
+        # ask, see the answer, mark it Correct
+        page.fill("#question", "What colour is the square?")
+        page.click("#ask")
+        page.wait_for_selector("#verdict:not([hidden])")
+        assert page.text_content("#chat li.q") == "What colour is the square?"
+        assert page.text_content("#chat li.a").strip()
+        assert page.input_value("#question") == ""
+
+        # the countdown moves with the page's clock, from the server's deadline
+        before = seconds_shown(page)
+        assert 115 <= before <= 120
+        page.clock.run_for(10_000)
+        assert before - 11 <= seconds_shown(page) <= before - 9
+        page.click("#correct")
+        page.wait_for_selector("#ask-form:not([hidden])")
+        assert page.get_attribute("#chat li.a", "class") == "a correct"
+
+        # a second question, marked Wrong with the right answer: the next picture comes
+        page.fill("#question", "How many squares?")
+        page.click("#ask")
+        page.wait_for_selector("#verdict:not([hidden])")
+        page.click("#wrong")
+        page.fill("#correction", "Two.")
+        page.click("#send-correction")
+        page.wait_for_function("document.getElementById('progress').textContent === '2/3'")
+        assert page.locator("#chat li").count() == 0
+
+        # picture 2 runs out of time: the server's clock passes the deadline, the page's follows
+        clock.advance(121)
+        page.clock.run_for(121_000)
+        page.wait_for_function("document.getElementById('progress').textContent === '3/3'")
+        assert seconds_shown(page) >= 115
+
+        # picture 3 expires on the server while the player types: a readable error, then the end
+        page.fill("#question", "Is it dark?")
+        clock.advance(121)
+        page.click("#ask")
+        page.wait_for_selector("#end:not([hidden])")
+        assert "over" in page.text_content("#error-text").lower()
+        points = float(page.text_content("#session-points"))
+        assert points >= 0
+        page.wait_for_function("document.getElementById('end-rank').textContent.includes('#1')")
+        page.wait_for_function("document.querySelectorAll('#leaders li').length === 1")
+        assert "Grace" in page.text_content("#leaders")
+        page.click("#board [data-window='day']")
+        page.wait_for_function(
+            "document.querySelector('#board [aria-selected=true]').dataset.window === 'day'"
+        )
+        page.wait_for_function("document.querySelectorAll('#leaders li').length === 1")
+        assert "Grace" in page.text_content("#leaders")
+
+        # a new visit skips the how-to and goes straight to the lobby, points included
+        page.reload()
+        page.wait_for_selector("#lobby:not([hidden])")
+        assert page.is_hidden("#help")
+        assert float(page.text_content("#my-points")) == points
+        save_screenshot(page, shots / "lobby.png")
+
+        sources = play_page_sources(page, server.url)
+        assert not [word for word in FORBIDDEN if word in sources]
+        assert errors == []
+
+
+def test_slow_model_and_lost_network_keep_the_question(
     settings: Settings, tiny_model: VisionChatModel, live_server: Any, browser: Any
 ) -> None:
     seed_images(settings)
-    server = live_server(
-        create_app(settings.model_copy(update={"session_images": 2}), model=tiny_model, rng=random.Random(0))
-    )
-    page = browser.new_page(viewport={"width": 390, "height": 844})
+    model = FlakyModel(tiny_model, [ModelTimeout("took longer than 60 s")])
+    server = live_server(create_app(settings, model=model, rng=random.Random(1)))
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.add_init_script("localStorage.setItem('gap.onboarded', '1')")
     page.goto(server.url + "/")
-    page.fill("#name", "Grace")
-    page.click("#login-form button")
-    page.click("#start")
+    page.fill("#name", "Linus")
+    page.press("#name", "Enter")
+    page.wait_for_selector("#lobby:not([hidden])")
+    page.keyboard.press("Enter")  # desktop: Enter starts the session
     page.wait_for_selector("#round:not([hidden])")
-    assert page.text_content("#progress") == "1/2"
-    assert page.evaluate("document.getElementById('image').naturalWidth") > 0
-    page.fill("#question", "What colour is the square?")
-    page.click("#ask")
-    page.wait_for_selector("#chat li.a")
-    assert page.text_content("#chat li.q") == "What colour is the square?"
-    assert page.text_content("#chat li.a").strip()
-    page.click("#correct")
+
+    # the model is slow: a readable message, the question stays, Retry gets the answer
+    page.keyboard.press("/")
+    page.keyboard.type("Is there a cat?")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "taking too long" in page.text_content("#error-text")
+    assert page.input_value("#question") == "Is there a cat?"
+    page.click("#retry")
+    page.wait_for_selector("#verdict:not([hidden])")
+    assert page.is_hidden("#error")
+
+    # keys: C marks Correct
+    page.keyboard.press("c")
     page.wait_for_selector("#ask-form:not([hidden])")
-    page.fill("#question", "How many squares?")
+
+    # the network drops: the question stays typed, Retry sends it once the network is back
+    context.set_offline(True)
+    page.fill("#question", "What is on the left?")
     page.click("#ask")
+    page.wait_for_selector("#error:not([hidden])")
+    assert (
+        "offline" in page.text_content("#error-text").lower()
+        or "network" in page.text_content("#error-text").lower()
+    )
+    assert page.is_visible("#offline")
+    assert page.input_value("#question") == "What is on the left?"
+    context.set_offline(False)
+    page.click("#retry")
     page.wait_for_selector("#verdict:not([hidden])")
-    page.click("#wrong")
-    page.fill("#correction", "Two.")
-    page.click("#correction-form button")
-    page.wait_for_function("document.getElementById('progress').textContent === '2/2'")
-    page.fill("#question", "Is it dark?")
-    page.click("#ask")
+    assert page.locator("#chat li.q").last.text_content() == "What is on the left?"
+
+    # keys: W opens the correction, Escape goes back, W again and Enter sends it
+    page.keyboard.press("w")
+    page.wait_for_selector("#correction-form:not([hidden])")
+    page.keyboard.press("Escape")
     page.wait_for_selector("#verdict:not([hidden])")
-    page.click("#wrong")
-    page.click("#correction-form button")
-    page.wait_for_selector("#end:not([hidden])")
-    points = float(page.text_content("#session-points"))
-    assert points >= 0
-    page.wait_for_function("document.querySelectorAll('#leaders li').length === 1")
-    assert "Grace" in page.text_content("#leaders")
+    page.keyboard.press("w")
+    page.keyboard.type("A dog.")
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.getElementById('progress').textContent === '2/10'")
+
+    # the picture opens zoomed with Z and closes with Escape
+    page.keyboard.press("z")
+    page.wait_for_selector("#zoom:not([hidden])")
+    page.mouse.wheel(0, -300)
+    assert "scale(1)" not in page.get_attribute("#zoom-img", "style")
+    page.keyboard.press("Escape")
+    page.wait_for_selector("#zoom", state="hidden")
     assert errors == []
-    page.close()
+    context.close()
+
+
+# --- screenshots for the docs: scripted answers that read like a real model's --------------
+
+
+@dataclass
+class ScriptedModel:
+    """Answers from a script, so the docs show a readable conversation (the tiny model's is noise)."""
+
+    answers: list[str]
+    calls: int = 0
+
+    @property
+    def name(self) -> str:
+        return "scripted"
+
+    def answer(self, image: ImageInput, messages: list[ChatMessage], system: str | None = None) -> str:
+        self.calls += 1
+        return self.answers[(self.calls - 1) % len(self.answers)]
+
+
+def _photos(settings: Settings) -> None:
+    """Two demo photos when scikit-image is installed (nicer screenshots), else generated squares."""
+    try:
+        import skimage
+    except ImportError:  # the demo extra is optional
+        seed_images(settings)
+        return
+    folder = Path(skimage.__file__).parent / "data"
+    engine = make_engine(settings.resolved_database_url)
+    for name, pool in (("coffee.png", Pool.TAINTED), ("chelsea.png", Pool.UNTAINTED)):
+        with transaction(make_sessionmaker(engine)) as db:
+            add_image(
+                db,
+                images_dir=settings.images_dir,
+                data=(folder / name).read_bytes(),
+                original_name=name,
+                pool=pool,
+                now=datetime.now(UTC),
+            )
+    engine.dispose()
+
+
+def test_screenshots_of_the_phone_page(
+    settings: Settings, live_server: Any, browser: Any, tmp_path: Path
+) -> None:
+    _photos(settings)
+    model = ScriptedModel(
+        [
+            "There is one cup of coffee on a saucer, with a spoon beside it.",
+            "The cup is blue, with a white rim.",
+            "No, there is no animal in this picture.",
+        ]
+    )
+    server = live_server(
+        create_app(settings.model_copy(update={"session_images": 2}), model=model, rng=random.Random(1))
+    )
+    shots = screenshot_dir(tmp_path)
+    with phone_page(browser, color_scheme="light") as (page, errors):
+        page.goto(server.url + "/")
+        page.wait_for_selector("#help:not([hidden])")
+        save_screenshot(page, shots / "onboarding.png")
+        page.click("#help-ok")
+        page.fill("#name", "Ada")
+        page.click("#login-form button")
+        page.click("#start")
+        page.wait_for_selector("#round:not([hidden])")
+        for question in ("How many cups are there?", "What colour is the cup?"):
+            page.fill("#question", question)
+            page.click("#ask")
+            page.wait_for_selector("#verdict:not([hidden])")
+            if question.startswith("How many"):
+                page.click("#correct")
+                page.wait_for_selector("#ask-form:not([hidden])")
+        page.evaluate("document.getElementById('image').decode()")
+        save_screenshot(page, shots / "play-light.png")
+        page.click("#theme-btn")  # the manual switch wins over the system's scheme
+        assert page.evaluate("document.documentElement.dataset.theme") == "dark"
+        page.click("#wrong")
+        page.fill("#correction", "It is red outside and white inside.")
+        save_screenshot(page, shots / "play-dark.png")
+        page.click("#send-correction")
+        page.wait_for_function("document.getElementById('progress').textContent === '2/2'")
+        page.fill("#question", "Is there a cat in the picture?")
+        page.click("#ask")
+        page.wait_for_selector("#verdict:not([hidden])")
+        page.click("#wrong")
+        page.click("#skip-correction")
+        page.wait_for_selector("#end:not([hidden])")
+        page.wait_for_function("document.getElementById('end-rank').textContent.includes('#1')")
+        page.wait_for_function("document.querySelectorAll('#leaders li').length === 1")
+        page.click("#theme-btn")
+        save_screenshot(page, shots / "end.png")
+        assert errors == []
+    assert {p.name for p in shots.iterdir()} >= {
+        "onboarding.png",
+        "play-light.png",
+        "play-dark.png",
+        "end.png",
+    }
