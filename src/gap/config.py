@@ -81,6 +81,15 @@ class Settings(BaseSettings):
         default=None, description="Public URL of the game, used by the Telegram bot."
     )
     log_level: str = Field(default="INFO", description="Logging level: DEBUG, INFO, WARNING or ERROR.")
+    telegram_auth_max_age: int = Field(
+        default=86400,
+        gt=0,
+        description="Seconds a Telegram Mini App `initData` stays valid after its `auth_date`.",
+    )
+    telegram_admin_ids: list[int] = Field(
+        default_factory=list,
+        description="Telegram user ids allowed into `/admin` (JSON list in the environment, e.g. `[123]`).",
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -1,15 +1,24 @@
-"""Logging in: guests now; Telegram Mini App users are added by the play issue."""
+"""Logging in: guests, and Telegram Mini App users vouched for by Telegram's signed ``initData``."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, status
+from pydantic import BaseModel, Field
 
 from gap.db.engine import transaction
-from gap.services.players import create_player
-from gap.web.deps import Context
-from gap.web.schemas import GuestIn, TokenOut
+from gap.services.players import create_player, login_telegram
+from gap.services.telegram import MAX_INIT_DATA_CHARS, validate_init_data
+from gap.web.deps import AppSettings, Context
+from gap.web.schemas import ErrorOut, GuestIn, TokenOut
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
+
+
+class TelegramIn(BaseModel):
+    init_data: str = Field(
+        max_length=MAX_INIT_DATA_CHARS,
+        description="`Telegram.WebApp.initData`, exactly as the Mini App received it.",
+    )
 
 
 @router.post("/guest", response_model=TokenOut, status_code=status.HTTP_200_OK)
@@ -17,4 +26,26 @@ def guest(body: GuestIn, ctx: Context) -> TokenOut:
     """Create a guest player; keep the token, it is shown only once."""
     with transaction(ctx.factory) as db:
         player, token = create_player(db, name=body.name, now=ctx.clock())
+        return TokenOut(player_id=player.id, token=token)
+
+
+@router.post(
+    "/telegram",
+    response_model=TokenOut,
+    responses={401: {"model": ErrorOut, "description": "Unsigned, tampered or stale initData."}},
+)
+def telegram(body: TelegramIn, ctx: Context, settings: AppSettings) -> TokenOut:
+    """Log in from the Telegram Mini App: the same token as a guest's, linked to the Telegram user.
+
+    The first login creates the player; later ones return a fresh token for the same player.
+    """
+    now = ctx.clock()
+    user = validate_init_data(
+        body.init_data,
+        bot_token=settings.telegram_bot_token or "",
+        max_age_s=settings.telegram_auth_max_age,
+        now=now,
+    )
+    with transaction(ctx.factory) as db:
+        player, token = login_telegram(db, telegram_id=user.id, name=user.display_name, now=now)
         return TokenOut(player_id=player.id, token=token)
