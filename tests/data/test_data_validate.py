@@ -133,11 +133,12 @@ def test_records_folders_validate_too(tmp_path: Path, records: list[Record]) -> 
     assert checks(tmp_path / "recs") == {("r6", "image-missing")}
 
 
+@pytest.mark.parametrize("fmt", ["sharegpt", "hf"])
 def test_too_long_samples_with_the_models_processor(
-    tmp_path: Path, records: list[Record], tiny_vlm_dir: Path
+    tmp_path: Path, records: list[Record], tiny_vlm_dir: Path, fmt: str
 ) -> None:
     pytest.importorskip("transformers")
-    export_records(records, tmp_path / "s", fmt="sharegpt")
+    export_records(records, tmp_path / "s", fmt=fmt)  # type: ignore[arg-type]
     counter = TokenCounter(str(tiny_vlm_dir))
     report = validate_export(
         tmp_path / "s", max_tokens=10_000, tokenizer=str(tiny_vlm_dir), counter_factory=lambda _: counter

@@ -139,17 +139,19 @@ def fill(s: Seeded, model: object, **kwargs: object) -> service.ReferenceReport:
     )
 
 
-def test_migration_adds_and_removes_the_table(tmp_path: Path) -> None:
+def test_migration_adds_and_removes_the_table(database_url: str) -> None:
     from alembic import command
 
-    url = f"sqlite:///{tmp_path / 'm.sqlite3'}"
-    upgrade(url)
-    engine = make_engine(url)
-    assert "reference_answers" in inspect(engine).get_table_names()
-    command.check(alembic_config(url))  # the models and the migrations agree
-    command.downgrade(alembic_config(url), "0001")
-    assert "reference_answers" not in inspect(engine).get_table_names()
-    engine.dispose()
+    engine = make_engine(database_url)
+    try:
+        assert "reference_answers" in inspect(engine).get_table_names()
+        command.check(alembic_config(database_url))  # the models and the migrations agree
+        command.downgrade(alembic_config(database_url), "0001")
+        assert "reference_answers" not in inspect(engine).get_table_names()
+        upgrade(database_url)
+        assert "reference_answers" in inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
 
 
 def test_player_corrections_first_then_the_model(seeded: Seeded) -> None:

@@ -328,7 +328,7 @@ class TokenCounter:
                     f"--tokenizer needs transformers: pip install 'gap[local]' ({exc})"
                 ) from None
             try:
-                self._processor = AutoProcessor.from_pretrained(self.model)
+                self._processor = AutoProcessor.from_pretrained(self.model)  # type: ignore[no-untyped-call]
             except Exception:
                 try:
                     self._processor = AutoTokenizer.from_pretrained(self.model)
