@@ -202,3 +202,31 @@ def test_hf_with_remote_images_keeps_urls_and_refuses_a_mix(tmp_path: Path, reco
     assert datasets.load_from_disk(str(tmp_path / "hf"))["train"][0]["images"][0].startswith("https://")
     with pytest.raises(InputError, match="fetch-images"):
         export_records([remote[0], records[2]], tmp_path / "mixed", fmt="hf")
+
+
+def test_push_to_hub_only_uploads_hf_exports(
+    tmp_path: Path, records: list[Record], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gap.data import push_to_hub
+    from gap.errors import GapError
+
+    calls: list[tuple[str, bool]] = []
+
+    def fake_push(self: object, repo_id: str, *, private: bool) -> None:
+        calls.append((repo_id, private))
+
+    monkeypatch.setattr(datasets.DatasetDict, "push_to_hub", fake_push)
+    export_records(records, tmp_path / "hf", fmt="hf")
+    push_to_hub(tmp_path / "hf", "me/gap")
+    assert calls == [("me/gap", True)]
+
+    export_records(records, tmp_path / "l", fmt="llava")
+    with pytest.raises(InputError, match="only an hf export"):
+        push_to_hub(tmp_path / "l", "me/gap")
+
+    def failing_push(self: object, repo_id: str, *, private: bool) -> None:
+        raise OSError("no network")
+
+    monkeypatch.setattr(datasets.DatasetDict, "push_to_hub", failing_push)
+    with pytest.raises(GapError, match="no network"):
+        push_to_hub(tmp_path / "hf", "me/gap")
