@@ -73,6 +73,21 @@ class Settings(BaseSettings):
         description="Keep an untainted Wrong verdict when P(model wrong) >= theta.",
     )
     max_question_chars: int = Field(default=500, ge=1, description="Longest question a player may ask.")
+    reference_model: str | None = Field(
+        default=None,
+        description="Model name on the reference endpoint that writes missing reference answers.",
+    )
+    reference_base_url: str | None = Field(
+        default=None,
+        description="Base URL of the OpenAI-compatible reference endpoint (separate from the game's).",
+    )
+    reference_api_key: str = Field(default="EMPTY", description="API key of the reference endpoint.")
+    reference_timeout: float = Field(
+        default=120.0, gt=0, description="Seconds one reference answer may take."
+    )
+    reference_max_new_tokens: int = Field(
+        default=256, gt=0, description="Longest reference answer, in tokens."
+    )
     admin_token: str | None = Field(
         default=None, description="Bearer token for `/admin` (unset: admin disabled)."
     )

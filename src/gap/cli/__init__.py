@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from gap.cli import db, demo, images, models, serve
+from gap.cli import data, db, demo, images, models, serve
 
 app = typer.Typer(
     help="GAP: Gamified Adversarial Prompting — collect VLM blind spots by playing a game.",
@@ -14,6 +14,7 @@ app = typer.Typer(
 app.add_typer(db.app, name="db")
 app.add_typer(images.app, name="images")
 app.add_typer(models.app, name="models")
+app.add_typer(data.app, name="data")
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 

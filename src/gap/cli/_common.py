@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from sqlalchemy.orm import Session, sessionmaker
 
-from gap.config import Settings, get_settings
+from gap.config import Settings
 from gap.db.engine import make_engine, make_sessionmaker
 from gap.db.migrate import is_current, upgrade
 from gap.errors import GapError
@@ -36,7 +36,8 @@ def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
 
 
 def settings() -> Settings:
-    current = get_settings()
+    """Read fresh for each command (a CLI run is one command; tests invoke many in one process)."""
+    current = Settings()
     setup_logging(current.log_level)
     return current
 

@@ -2,7 +2,7 @@
 
 Each command parses its options, calls :mod:`gap.data` or :mod:`gap.services.data`, and prints a short
 summary; a :class:`~gap.errors.GapError` becomes one red line and exit code 1. The reference model is
-configured apart from the game's model, through ``GAP_REFERENCE_*`` environment variables or options.
+configured apart from the game's model, by the ``GAP_REFERENCE_*`` settings or options.
 """
 
 from __future__ import annotations
@@ -55,32 +55,14 @@ def _summary(title: str, rows: dict[str, object]) -> None:
 @handle_errors
 def references(
     model: Annotated[
-        str | None,
-        typer.Option(
-            envvar="GAP_REFERENCE_MODEL", help="Model name on the reference endpoint (e.g. gpt-4o)."
-        ),
+        str | None, typer.Option(help="Model name on the reference endpoint (default: GAP_REFERENCE_MODEL).")
     ] = None,
     base_url: Annotated[
         str | None,
         typer.Option(
-            envvar="GAP_REFERENCE_BASE_URL",
-            help="Base URL of the OpenAI-compatible reference endpoint, e.g. http://host:8000/v1.",
+            help="Base URL of the OpenAI-compatible reference endpoint (default: GAP_REFERENCE_BASE_URL)."
         ),
     ] = None,
-    api_key: Annotated[
-        str,
-        typer.Option(envvar="GAP_REFERENCE_API_KEY", help="API key for the reference endpoint."),
-    ] = "EMPTY",
-    timeout: Annotated[
-        float,
-        typer.Option(envvar="GAP_REFERENCE_TIMEOUT", min=0.1, help="Seconds one reference answer may take."),
-    ] = 120.0,
-    max_new_tokens: Annotated[
-        int,
-        typer.Option(
-            envvar="GAP_REFERENCE_MAX_NEW_TOKENS", min=1, help="Longest reference answer, in tokens."
-        ),
-    ] = 256,
     theta: ThetaOption = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at most.")] = 4,
     retries: Annotated[int, typer.Option(min=0, help="Retries per question after a failure or timeout.")] = 2,
@@ -100,10 +82,16 @@ def references(
     current = settings()
     factory = database(current)
     kept = kept_turns(factory, theta=current.theta if theta is None else theta)
+    model = model or current.reference_model
+    base_url = base_url or current.reference_base_url
     reference = None
     if model and base_url:
         reference = OpenAIModel(
-            model, base_url=base_url, api_key=api_key, timeout=timeout, max_new_tokens=max_new_tokens
+            model,
+            base_url=base_url,
+            api_key=current.reference_api_key,
+            timeout=current.reference_timeout,
+            max_new_tokens=current.reference_max_new_tokens,
         )
     report = fill_references(
         factory,
