@@ -21,7 +21,7 @@ from gap.game import GameRules
 from gap.models.base import VisionChatModel
 from gap.services.game import Clock, GameContext, utcnow
 from gap.web.errors import install_error_handlers
-from gap.web.routes import auth, images, leaderboard, me, pages, ranks, rounds, sessions
+from gap.web.routes import admin, auth, images, leaderboard, me, pages, ranks, rounds, sessions
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
@@ -93,7 +93,7 @@ def create_app(
     app.state.context = context
     app.state.templates = Jinja2Templates(directory=HERE / "templates")
     install_error_handlers(app)
-    for module in (auth, me, ranks, sessions, rounds, leaderboard, images, pages):
+    for module in (auth, me, ranks, sessions, rounds, leaderboard, images, pages, admin):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     return app

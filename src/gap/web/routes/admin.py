@@ -1,0 +1,355 @@
+"""The operators' dashboard at ``/admin``: numbers, plots, image pools, exports, live turns.
+
+Access: ``Authorization: Bearer <GAP_ADMIN_TOKEN>`` on any request (scripts), or a signed session
+cookie set by ``POST /admin/login`` with that token or with Telegram ``initData`` of a user listed in
+``GAP_TELEGRAM_ADMIN_IDS`` (browsers). Cookie-authenticated changes must carry the ``X-GAP-Admin``
+header, which a cross-site form cannot send, so a cookie alone never changes anything. Everything
+here is hidden from the public API schema, and nothing from it reaches the play page.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
+from fastapi.responses import FileResponse, HTMLResponse
+from pydantic import BaseModel, Field
+from starlette.background import BackgroundTask
+
+from gap.config import Settings
+from gap.db.engine import transaction
+from gap.errors import AuthError, GapError, InputError, NotFound
+from gap.services import admin as dash
+from gap.services.images import MAX_IMAGE_BYTES, add_image, parse_pool, update_image
+from gap.services.telegram import validate_init_data
+from gap.web.deps import AppSettings, Context
+
+router = APIRouter(prefix="/admin", include_in_schema=False)
+
+COOKIE = "gap_admin"
+COOKIE_SECONDS = 12 * 3600
+CHANGE_HEADER = "X-GAP-Admin"
+QUALITY_CACHE_SECONDS = 60.0
+EXPORT_FORMATS = ("llava", "sharegpt", "swift", "hf")
+_EXPORT_NAME = re.compile(r"^[a-z]+-\d{8}T\d{6}Z$")
+
+
+# --- who is asking --------------------------------------------------------------------------
+
+
+def admin_enabled(settings: Settings) -> bool:
+    return bool(settings.admin_token) or bool(settings.telegram_admin_ids and settings.telegram_bot_token)
+
+
+def _cookie_key(settings: Settings) -> bytes:
+    # Derived from the secrets that grant access: changing the token or the admin list logs everyone out.
+    material = "\0".join(
+        [
+            "gap-admin-session",
+            settings.admin_token or "",
+            settings.telegram_bot_token or "",
+            ",".join(map(str, sorted(settings.telegram_admin_ids))),
+        ]
+    )
+    return hashlib.sha256(material.encode()).digest()
+
+
+def _sign(settings: Settings, payload: str) -> str:
+    return hmac.new(_cookie_key(settings), payload.encode(), hashlib.sha256).hexdigest()
+
+
+def session_cookie(settings: Settings, who: str, now: datetime) -> str:
+    payload = f"{int(now.timestamp()) + COOKIE_SECONDS}.{who}"
+    return f"{payload}.{_sign(settings, payload)}"
+
+
+def _cookie_identity(settings: Settings, value: str, now: datetime) -> str | None:
+    payload, _, signature = value.rpartition(".")
+    expires, _, who = payload.partition(".")
+    if not (payload and signature and expires.isdigit()):
+        return None
+    if not hmac.compare_digest(_sign(settings, payload).encode(), signature.encode()):
+        return None
+    if int(expires) < now.timestamp():
+        return None
+    if who.startswith("tg:") and int(who[3:]) not in settings.telegram_admin_ids:
+        return None
+    return who
+
+
+def identify(request: Request, settings: Settings, now: datetime) -> str | None:
+    """``"token"`` or ``"tg:<id>"`` for an admin, None for nobody; a wrong token is an error."""
+    if not admin_enabled(settings):
+        raise NotFound("the admin dashboard is disabled: set GAP_ADMIN_TOKEN or GAP_TELEGRAM_ADMIN_IDS")
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        token = header[7:].strip()
+        if settings.admin_token and hmac.compare_digest(token.encode(), settings.admin_token.encode()):
+            return "token"
+        raise AuthError("wrong admin token")
+    cookie = request.cookies.get(COOKIE)
+    who = _cookie_identity(settings, cookie, now) if cookie else None
+    if who and request.method not in ("GET", "HEAD") and request.headers.get(CHANGE_HEADER) != "1":
+        raise AuthError(f"changes need the {CHANGE_HEADER} header")
+    return who
+
+
+def require_admin(request: Request, settings: AppSettings, ctx: Context) -> str:
+    who = identify(request, settings, ctx.clock())
+    if who is None:
+        raise AuthError("admin login required")
+    return who
+
+
+Admin = Annotated[str, Depends(require_admin)]
+
+
+class LoginIn(BaseModel):
+    token: str | None = Field(default=None, max_length=512)
+    init_data: str | None = Field(default=None, max_length=8192)
+
+
+@router.post("/login", status_code=204)
+def login(body: LoginIn, request: Request, settings: AppSettings, ctx: Context) -> Response:
+    """Trade the admin token, or an admin's Telegram initData, for a session cookie."""
+    if not admin_enabled(settings):
+        raise NotFound("the admin dashboard is disabled")
+    now = ctx.clock()
+    if body.token is not None:
+        if not (
+            settings.admin_token and hmac.compare_digest(body.token.encode(), settings.admin_token.encode())
+        ):
+            raise AuthError("wrong admin token")
+        who = "token"
+    elif body.init_data is not None:
+        user = validate_init_data(
+            body.init_data,
+            bot_token=settings.telegram_bot_token or "",
+            max_age_s=settings.telegram_auth_max_age,
+            now=now,
+        )
+        if user.id not in settings.telegram_admin_ids:
+            raise AuthError("this Telegram account is not an admin")
+        who = f"tg:{user.id}"
+    else:
+        raise InputError("send token or init_data")
+    response = Response(status_code=204)
+    response.set_cookie(
+        COOKIE,
+        session_cookie(settings, who, now),
+        max_age=COOKIE_SECONDS,
+        path="/admin",
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+@router.post("/logout", status_code=204)
+def logout() -> Response:
+    response = Response(status_code=204)
+    response.delete_cookie(COOKIE, path="/admin")
+    return response
+
+
+# --- the dashboard ----------------------------------------------------------------------------
+
+
+def _quality(request: Request, ctx: Context, settings: Settings) -> dash.QualityView:
+    """The reliability model's view, refitted at most once a minute (a fit can take seconds)."""
+    cached = getattr(request.app.state, "admin_quality", None)
+    if cached and cached[0] > time.monotonic() and cached[1].theta == settings.theta:
+        return cached[1]  # type: ignore[no-any-return]
+    view = dash.quality_view(ctx.factory, theta=settings.theta)
+    request.app.state.admin_quality = (time.monotonic() + QUALITY_CACHE_SECONDS, view)
+    return view
+
+
+def _reliability(ctx: Context, quality: dash.QualityView) -> tuple[list[float], bool]:
+    if quality.available and quality.reliability:
+        return quality.reliability, True
+    with transaction(ctx.factory) as db:
+        rates = dash.player_rates(db)
+    return [r.reliability for r in rates if r.reliability is not None], False
+
+
+@router.get("", response_class=HTMLResponse)
+def dashboard(request: Request, settings: AppSettings, ctx: Context) -> HTMLResponse:
+    templates = request.app.state.templates
+    now = ctx.clock()
+    who = identify(request, settings, now)
+    if who is None:
+        return templates.TemplateResponse(  # type: ignore[no-any-return]
+            request, "admin_login.html", {"telegram": bool(settings.telegram_admin_ids)}, status_code=401
+        )
+    quality = _quality(request, ctx, settings)
+    with transaction(ctx.factory) as db:
+        summary = dash.overview(db, now=now)
+        images = dash.image_stats(db)
+        recent = dash.recent_turns(db, limit=20)
+    reliability, model_based = _reliability(ctx, quality)
+    return templates.TemplateResponse(  # type: ignore[no-any-return]
+        request,
+        "admin.html",
+        {
+            "who": who,
+            "o": summary,
+            "q": quality,
+            "pct": dash.percent,
+            "images": images,
+            "top": dash.top_images(images, quality),
+            "recent": recent,
+            "reliability_n": len(reliability),
+            "reliability_model": model_based,
+            "formats": EXPORT_FORMATS,
+            "theta": settings.theta,
+            "max_upload_mb": MAX_IMAGE_BYTES // (1024 * 1024),
+        },
+    )
+
+
+@router.get("/plots/{name}.png", response_class=Response)
+def plot(name: str, request: Request, settings: AppSettings, ctx: Context, _who: Admin) -> Response:
+    if name == "turns-per-day":
+        with transaction(ctx.factory) as db:
+            png = dash.plot_turns_per_day(dash.turns_per_day(db, now=ctx.clock()))
+    elif name == "reliability":
+        values, model_based = _reliability(ctx, _quality(request, ctx, settings))
+        png = dash.plot_reliability(values, model_based=model_based)
+    elif name == "kept":
+        quality = _quality(request, ctx, settings)
+        if not quality.available:
+            raise NotFound(quality.note)
+        png = dash.plot_kept(quality.candidate_posteriors, settings.theta)
+    else:
+        raise NotFound("no such plot")
+    return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
+@router.get("/api/overview")
+def overview_json(request: Request, settings: AppSettings, ctx: Context, _who: Admin) -> dict[str, Any]:
+    with transaction(ctx.factory) as db:
+        summary = dash.overview(db, now=ctx.clock())
+    quality = _quality(request, ctx, settings)
+    return {
+        **asdict(summary),
+        "untainted_error_rate": summary.untainted_error_rate,
+        "catch_rate": summary.catch_rate,
+        "false_alarm_rate": summary.false_alarm_rate,
+        "quality": {
+            "available": quality.available,
+            "note": quality.note,
+            "theta": quality.theta,
+            "pi": quality.pi,
+            "candidates": quality.candidates,
+            "kept": quality.kept,
+        },
+    }
+
+
+@router.get("/api/turns")
+def turns_json(ctx: Context, _who: Admin, limit: int = 20) -> list[dict[str, Any]]:
+    with transaction(ctx.factory) as db:
+        rows = dash.recent_turns(db, limit=max(1, min(limit, 200)))
+    return [{**asdict(r), "asked_at": r.asked_at.isoformat(timespec="seconds")} for r in rows]
+
+
+# --- image pools ------------------------------------------------------------------------------
+
+
+@router.get("/api/images")
+def images_json(ctx: Context, _who: Admin) -> list[dict[str, Any]]:
+    with transaction(ctx.factory) as db:
+        return [{**asdict(s), "wrong_rate": s.wrong_rate} for s in dash.image_stats(db)]
+
+
+@router.post("/api/images")
+async def upload(
+    ctx: Context,
+    _who: Admin,
+    files: Annotated[list[UploadFile], File(description="One or more images.")],
+    pool: Annotated[str, Form()],
+) -> dict[str, list[dict[str, str]]]:
+    """Validate and add each file; one bad file does not stop the others."""
+    target = parse_pool(pool)
+    results: list[dict[str, str]] = []
+    for upload_file in files:
+        name = upload_file.filename or "upload"
+        data = await upload_file.read(MAX_IMAGE_BYTES + 1)
+        try:
+            with transaction(ctx.factory) as db:
+                image = add_image(
+                    db, images_dir=ctx.images_dir, data=data, original_name=name, pool=target, now=ctx.clock()
+                )
+                results.append({"file": name, "status": "added", "image_id": image.id})
+        except GapError as exc:
+            results.append({"file": name, "status": "refused", "reason": exc.message})
+    return {"results": results}
+
+
+class ImageChange(BaseModel):
+    pool: Literal["tainted", "untainted"] | None = None
+    enabled: bool | None = None
+
+
+@router.patch("/api/images/{image_id}")
+def change_image(image_id: str, body: ImageChange, ctx: Context, _who: Admin) -> dict[str, Any]:
+    """Move an image to the other pool, or switch it off or on; rounds already played are unchanged."""
+    with transaction(ctx.factory) as db:
+        image = update_image(
+            db, image_id, pool=parse_pool(body.pool) if body.pool else None, enabled=body.enabled
+        )
+        return {"image_id": image.id, "pool": image.pool, "enabled": image.enabled}
+
+
+# --- exports ----------------------------------------------------------------------------------
+
+
+class ExportIn(BaseModel):
+    format: Literal["llava", "sharegpt", "swift", "hf"]
+
+
+@router.post("/api/export")
+def export(body: ExportIn, settings: AppSettings, ctx: Context, _who: Admin) -> dict[str, Any]:
+    """Write the kept turns as a fine-tuning set (in the data folder) and offer it as a zip."""
+    summary = dash.export_dataset(
+        ctx.factory,
+        fmt=body.format,
+        theta=settings.theta,
+        images_dir=ctx.images_dir,
+        out_root=dash.export_dir(settings.data_dir),
+        now=ctx.clock(),
+    )
+    return {
+        "name": summary.name,
+        "folder": str(summary.out_dir),
+        "records": summary.records,
+        "kept": summary.kept,
+        "missing_references": summary.missing_references,
+        "download": f"/admin/exports/{summary.name}.zip",
+    }
+
+
+@router.get("/exports/{name}.zip", response_class=FileResponse)
+def download(name: str, settings: AppSettings, _who: Admin) -> FileResponse:
+    folder = dash.export_dir(settings.data_dir) / name
+    if not _EXPORT_NAME.match(name) or not folder.is_dir():
+        raise NotFound("no such export")
+    scratch = Path(tempfile.mkdtemp(prefix="gap-export-"))
+    archive = shutil.make_archive(str(scratch / name), "zip", root_dir=folder)
+    return FileResponse(
+        archive,
+        media_type="application/zip",
+        filename=f"gap-{name}.zip",
+        background=BackgroundTask(shutil.rmtree, scratch, ignore_errors=True),
+    )
