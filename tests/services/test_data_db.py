@@ -67,7 +67,7 @@ def seeded(settings: Settings) -> Iterator[Seeded]:
         db.flush()
         rounds = [
             Round(session_id=session.id, index=i, image_id=img.id, pool=img.pool, started_at=T0)
-            for i, img in enumerate(images)
+            for i, img in enumerate(images, 1)  # 1-based, as the game stores them
         ]
         db.add_all(rounds)
         db.flush()
@@ -90,12 +90,12 @@ def seeded(settings: Settings) -> Iterator[Seeded]:
             db.add(t)
             return t
 
-        earlier = turn(rounds[0], 0, "<image> What is in the picture?", "A street with cars.", "correct")
-        multi = turn(rounds[0], 1, "How many buses are there?", "There are three buses.", "wrong")
+        earlier = turn(rounds[0], 1, "<image> What is in the picture?", "A street with cars.", "correct")
+        multi = turn(rounds[0], 2, "How many buses are there?", "There are three buses.", "wrong")
         corrected = turn(
-            rounds[1], 0, "What colour is the cat?", "The cat is white.", "wrong", correction="It is black."
+            rounds[1], 1, "What colour is the cat?", "The cat is white.", "wrong", correction="It is black."
         )
-        turn(rounds[2], 0, "How many birds?", "Seven birds.", "wrong", instructed=True)
+        turn(rounds[2], 1, "How many birds?", "Seven birds.", "wrong", instructed=True)
         db.flush()
         ids = (multi.id, corrected.id, earlier.id)
     yield Seeded(factory, settings, {ids[0]: 0.93, ids[1]: 0.88}, *ids)
