@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -75,6 +76,13 @@ class RecordingSession(BaseSession):
 _update_ids = itertools.count(1)
 
 
+def run_async(make: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run a coroutine on a fresh event loop in its own thread: Playwright's sync API (the
+    session-scoped browser of the web tests) keeps a loop running in the main thread."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(lambda: asyncio.run(make())).result()
+
+
 def command(text: str, user: User = ADA) -> Update:
     """What Telegram delivers when ``user`` sends ``text`` in a private chat with the bot."""
     return Update(
@@ -99,7 +107,7 @@ def run(ctx: BotContext, *updates: Update) -> RecordingSession:
         for update in updates:
             await dispatcher.feed_update(bot, update)
 
-    asyncio.run(go())
+    run_async(go)
     return session
 
 
@@ -184,13 +192,21 @@ def test_other_messages_are_ignored(ctx: BotContext) -> None:
     assert run(ctx, command("hello there")).sent() == []
 
 
+def test_admin_command_answers_admins_only(ctx: BotContext) -> None:
+    assert run(ctx, command("/admin")).sent() == []
+    admins = BotContext(ctx.factory, ctx.settings.model_copy(update={"telegram_admin_ids": [ADA.id]}))
+    sent = run(admins, command("/admin")).sent()
+    button = sent[0].reply_markup.inline_keyboard[0][0]  # type: ignore[union-attr]
+    assert button.web_app is not None and button.web_app.url == "https://gap.example.org/admin"
+
+
 def test_configure_sets_commands_and_the_menu_button(ctx: BotContext) -> None:
     session = RecordingSession()
 
     async def go() -> None:
         await configure(Bot(token=TOKEN, session=session), ctx)
 
-    asyncio.run(go())
+    run_async(go)
     names = [type(call).__name__ for call in session.calls]
     assert names == ["SetMyCommands", "SetChatMenuButton"]
     assert [c.command for c in session.calls[0].commands] == [c.command for c in COMMANDS]  # type: ignore[attr-defined]

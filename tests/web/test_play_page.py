@@ -243,6 +243,11 @@ def test_slow_model_and_lost_network_keep_the_question(
     page.keyboard.press("Enter")
     page.wait_for_function("document.getElementById('progress').textContent === '2/10'")
 
+    # a reload (or a crashed tab) resumes the session where it was
+    page.reload()
+    page.wait_for_selector("#round:not([hidden])")
+    assert page.text_content("#progress") == "2/10"
+
     # the picture opens zoomed with Z and closes with Escape
     page.keyboard.press("z")
     page.wait_for_selector("#zoom:not([hidden])")

@@ -50,6 +50,20 @@ async def me(message: Message, gap: BotContext) -> None:
     await message.answer(text, parse_mode="HTML", reply_markup=play_keyboard(gap))
 
 
+async def admin(message: Message, gap: BotContext) -> None:
+    """Admins (``GAP_TELEGRAM_ADMIN_IDS``) get a button opening the dashboard inside Telegram."""
+    user = message.from_user
+    url = gap.play_url
+    if user is None or user.id not in gap.settings.telegram_admin_ids or not url:
+        return  # to everyone else the command does not exist
+    button = (
+        InlineKeyboardButton(text="Open the dashboard", web_app=WebAppInfo(url=url + "admin"))
+        if url.startswith("https://")
+        else InlineKeyboardButton(text="Open the dashboard", url=url + "admin")
+    )
+    await message.answer("GAP admin", reply_markup=InlineKeyboardMarkup(inline_keyboard=[[button]]))
+
+
 def make_router() -> Router:
     """A fresh router with GAP's handlers (aiogram attaches a router to one dispatcher only)."""
     router = Router(name="gap")
@@ -57,4 +71,5 @@ def make_router() -> Router:
     router.message.register(help_, Command("help"))
     router.message.register(board, Command("leaderboard", "top"))
     router.message.register(me, Command("me"))
+    router.message.register(admin, Command("admin"))
     return router

@@ -72,6 +72,7 @@ function show(section) {
   for (const id of SECTIONS) $(id).hidden = id !== section;
   const playing = section === "round";
   $("progress").hidden = $("countdown").hidden = $("timebar").hidden = !playing;
+  $("board").hidden = playing;  // one thing at a time on a small screen
   setMainButton(section);
 }
 
