@@ -59,7 +59,8 @@ def test_whole_session_with_transformers_backend(
     body = started.json()
     assert body["images_total"] == 10
     session_id = body["session_id"]
-    assert client.post("/api/sessions", headers=auth).json()["session_id"] == session_id  # resumed, not new
+    resumed = client.post("/api/sessions", headers=auth)
+    assert resumed.status_code == 201 and resumed.json()["session_id"] == session_id  # the active one
 
     image = client.get(body["round"]["image_url"])
     assert image.status_code == 200 and image.headers["content-type"] == "image/png"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, status
 
 from gap.services import game
 from gap.web.deps import Context, PlayerId
@@ -16,16 +16,11 @@ router = APIRouter(prefix="/api/sessions", tags=["game"])
     "",
     response_model=SessionCreatedOut,
     status_code=status.HTTP_201_CREATED,
-    responses={
-        200: {"model": SessionCreatedOut, "description": "The active session, resumed."},
-        409: {"model": ErrorOut, "description": "No images to play."},
-    },
+    responses={409: {"model": ErrorOut, "description": "No images to play."}},
 )
-def start(ctx: Context, player_id: PlayerId, response: Response) -> SessionCreatedOut:
-    """Start a session, or resume the player's active one (then the status is 200)."""
-    view, created = game.start_session(ctx, player_id)
-    if not created:
-        response.status_code = status.HTTP_200_OK
+def start(ctx: Context, player_id: PlayerId) -> SessionCreatedOut:
+    """Start a session, or return the player's active one (201 either way, as the contract fixes)."""
+    view, _created = game.start_session(ctx, player_id)
     return SessionCreatedOut(
         session_id=view.session_id, images_total=view.images_total, round=round_out(view.round)
     )
