@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from gap.cli import data, db, demo, images, models, serve
+from gap.cli import bot, data, db, demo, images, models, serve
 
 app = typer.Typer(
     help="GAP: Gamified Adversarial Prompting — collect VLM blind spots by playing a game.",
@@ -17,6 +17,7 @@ app.add_typer(models.app, name="models")
 app.add_typer(data.app, name="data")
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
+app.command("bot")(bot.bot)
 
 
 def main() -> None:
