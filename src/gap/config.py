@@ -101,6 +101,9 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds a Telegram Mini App `initData` stays valid after its `auth_date`.",
     )
+    telegram_webhook_secret: str | None = Field(
+        default=None, description="Secret Telegram sends with each webhook update (`gap bot --webhook-url`)."
+    )
     telegram_admin_ids: list[int] = Field(
         default_factory=list,
         description="Telegram user ids allowed into `/admin` (JSON list in the environment, e.g. `[123]`).",

@@ -21,8 +21,8 @@ def bot(
     webhook_secret: Annotated[
         str | None,
         typer.Option(
-            help="Secret Telegram sends with each webhook request; others are refused.",
-            envvar="GAP_TELEGRAM_WEBHOOK_SECRET",
+            help="Secret Telegram sends with each webhook request; others are refused "
+            "(default: GAP_TELEGRAM_WEBHOOK_SECRET).",
         ),
     ] = None,
     host: Annotated[str, typer.Option(help="Webhook mode: interface to listen on.")] = "127.0.0.1",
@@ -44,7 +44,8 @@ def bot(
     ctx = BotContext(factory=database(current), settings=current)
     if webhook_url:
         console.print(f"GAP bot: webhook {webhook_url}, listening on {host}:{port}")
-        run_webhook(ctx, url=webhook_url, host=host, port=port, secret=webhook_secret)
+        secret = webhook_secret or current.telegram_webhook_secret
+        run_webhook(ctx, url=webhook_url, host=host, port=port, secret=secret)
     else:
         console.print("GAP bot: long polling (Ctrl+C stops)")
         run_polling(ctx)
