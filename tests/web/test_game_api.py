@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -276,6 +277,23 @@ def test_false_alarm_on_tainted_earns_nothing(
     assert final["points"] == pytest.approx(20.0 * untainted_wrongs)
 
 
+def all_at_once(n: int, request: Callable[[], Any]) -> list[int]:
+    """Send ``n`` copies of a request from ``n`` threads released together; their status codes."""
+    statuses: list[int] = []
+    barrier = threading.Barrier(n)
+
+    def send() -> None:
+        barrier.wait()
+        statuses.append(request().status_code)
+
+    threads = [threading.Thread(target=send) for _ in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return statuses
+
+
 def test_concurrent_verdicts_count_once(
     settings: Settings, make_client: Any, tiny_model: VisionChatModel
 ) -> None:
@@ -286,22 +304,12 @@ def test_concurrent_verdicts_count_once(
     asked = client.post(
         f"/api/rounds/{round_['round_id']}/questions", headers=auth, json={"question": "How many?"}
     ).json()
-    statuses: list[int] = []
-    barrier = threading.Barrier(8)
-
-    def mark() -> None:
-        barrier.wait()
-        statuses.append(
-            client.post(
-                f"/api/turns/{asked['turn_id']}/verdict", headers=auth, json={"verdict": "wrong"}
-            ).status_code
-        )
-
-    threads = [threading.Thread(target=mark) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    statuses = all_at_once(
+        8,
+        lambda: client.post(
+            f"/api/turns/{asked['turn_id']}/verdict", headers=auth, json={"verdict": "wrong"}
+        ),
+    )
     assert sorted(statuses) == [200] + [409] * 7
     assert len(db_rows(settings, PointsEntry, turn_id=asked["turn_id"])) == 1
 
@@ -314,22 +322,12 @@ def test_concurrent_questions_ask_the_model_once(
     client = make_client(recorder)
     auth = login(client)
     round_ = client.post("/api/sessions", headers=auth).json()["round"]
-    statuses: list[int] = []
-    barrier = threading.Barrier(6)
-
-    def ask() -> None:
-        barrier.wait()
-        statuses.append(
-            client.post(
-                f"/api/rounds/{round_['round_id']}/questions", headers=auth, json={"question": "Why?"}
-            ).status_code
-        )
-
-    threads = [threading.Thread(target=ask) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    statuses = all_at_once(
+        6,
+        lambda: client.post(
+            f"/api/rounds/{round_['round_id']}/questions", headers=auth, json={"question": "Why?"}
+        ),
+    )
     assert sorted(statuses) == [201] + [409] * 5
     assert len(recorder.calls) == 1
 
