@@ -14,8 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -280,7 +281,7 @@ def ask(ctx: GameContext, player_id: str, round_id: str, question: str) -> tuple
         answer = model.answer(pending.image, pending.messages, system=pending.system)
     except Exception:
         with transaction(ctx.factory) as db:
-            db.execute(Turn.__table__.delete().where(Turn.id == pending.turn_id, Turn.answer.is_(None)))
+            db.execute(delete(Turn).where(Turn.id == pending.turn_id, Turn.answer.is_(None)))
         raise
     with transaction(ctx.factory) as db:
         db.execute(
@@ -333,7 +334,7 @@ def _open_turn(ctx: GameContext, player_id: str, round_id: str, question: str) -
         data = path.read_bytes()
     except OSError as exc:
         with transaction(ctx.factory) as db:
-            db.execute(Turn.__table__.delete().where(Turn.id == turn_id))
+            db.execute(delete(Turn).where(Turn.id == turn_id))
         raise NotFound("the image of this round is missing on the server") from exc
     return _PendingQuestion(
         turn_id=turn_id,
@@ -365,11 +366,12 @@ def judge(
         rnd, session = turn.round, turn.round.session
         if rnd.ended_at is not None or (rnd.deadline is not None and is_expired(rnd.deadline, now)):
             raise RoundOver("this round is over")
-        won = db.execute(
+        claimed = db.execute(
             update(Turn)
             .where(Turn.id == turn_id, Turn.verdict.is_(None))
             .values(verdict=verdict.value, correction=correction, judged_at=now)
-        ).rowcount
+        )
+        won = cast(CursorResult[Any], claimed).rowcount
         if not won:
             raise AlreadyJudged("this answer already has a verdict")
         award = award_for_verdict(Pool(rnd.pool), turn.instructed, verdict)

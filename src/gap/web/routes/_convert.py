@@ -15,9 +15,9 @@ def round_out(view: RoundView | None) -> RoundOut | None:
         image_url=view.image_url,
         seconds_left=view.seconds_left,
         turns=[
-            TurnOut(turn_id=t.turn_id, question=t.question, answer=t.answer, verdict=t.verdict)
+            TurnOut(turn_id=t.turn_id, question=t.question, answer=t.answer, verdict=t.verdict)  # type: ignore[arg-type]
             for t in view.turns
-        ],  # type: ignore[arg-type]
+        ],
     )
 
 

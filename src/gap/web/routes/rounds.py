@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, status
 
 from gap.game import Verdict
@@ -12,7 +14,7 @@ from gap.web.schemas import AnswerOut, ErrorOut, QuestionIn, VerdictIn, VerdictO
 
 router = APIRouter(prefix="/api", tags=["game"])
 
-_ERRORS = {
+_ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "Not this player's, or no such id."},
     409: {
         "model": ErrorOut,
