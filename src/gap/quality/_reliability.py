@@ -60,6 +60,7 @@ _STRENGTH_BOUNDS = (0.5, 1e4)
 # are then within ~2e-3 of the fully converged fit, far inside their sampling error.
 _NPMLE_TOL = 1e-8
 _NPMLE_MAX_ITER = 1000
+_COARSE_ROWS = 100_000
 
 
 def _is_beta_pair(value: object) -> bool:
@@ -115,35 +116,56 @@ def _npmle(
 
     EM accelerated by SQUAREM (Varadhan and Roland 2008, scheme S3 with step backtracking, so every
     cycle is monotone); ``lik`` holds each player's likelihood at every grid point, scaled per row.
-    Stops when a cycle gains less than ``tol`` log-likelihood per player.
+    The solution is sparse, so grid points whose weight has died (< 1e-9 of the largest) leave the
+    active set; at the end the KKT condition (no inactive point would gain weight) is checked and
+    violators come back. Stops when a cycle gains less than ``tol`` log-likelihood per player.
     """
     total = mult.sum()
 
-    def em(v: FloatArray) -> tuple[FloatArray, float]:
+    def em(sub: FloatArray, v: FloatArray) -> tuple[FloatArray, float]:
         # einsum rather than BLAS gemv: no thread start-up, steadier on shared machines
-        s = np.maximum(np.einsum("pg,g->p", lik, v), 1e-300)
-        return v * np.einsum("pg,p->g", lik, mult / s) / total, dot(mult, np.log(s))
+        s = np.maximum(np.einsum("pg,g->p", sub, v), 1e-300)
+        return v * np.einsum("pg,p->g", sub, mult / s) / total, dot(mult, np.log(s))
 
-    step_max = 1.0
     it = 0
-    for it in range(1, max_iter + 1):  # noqa: B007 - read after the loop
-        w1, ll0 = em(w)
-        w2, _ = em(w1)
-        r, v = w1 - w, w2 - 2 * w1 + w
-        nv = float(np.sqrt(dot(v, v)))
-        step = -1.0 if nv == 0 else max(min(-float(np.sqrt(dot(r, r))) / nv, -1.0), -step_max)
-        while True:
-            wp = np.clip(w - 2 * step * r + step * step * v, 0.0, None)
-            wp /= wp.sum()
-            w3, ll3 = em(wp)  # ll3 is the log-likelihood at wp
-            if ll3 >= ll0 or step == -1.0:
+    active = np.flatnonzero(w > 0)
+    for _round in range(5):  # active-set rounds; one or two in practice
+        sub = np.ascontiguousarray(lik[:, active])
+        v = w[active] / w[active].sum()
+        step_max = 1.0
+        while it < max_iter:
+            it += 1
+            v1, ll0 = em(sub, v)
+            v2, _ = em(sub, v1)
+            r, q = v1 - v, v2 - 2 * v1 + v
+            nq = float(np.sqrt(dot(q, q)))
+            step = -1.0 if nq == 0 else max(min(-float(np.sqrt(dot(r, r))) / nq, -1.0), -step_max)
+            while True:
+                vp = np.clip(v - 2 * step * r + step * step * q, 0.0, None)
+                vp /= vp.sum()
+                v3, ll3 = em(sub, vp)  # ll3 is the log-likelihood at vp
+                if ll3 >= ll0 or step == -1.0:
+                    break
+                step = min((step - 1.0) / 2.0, -1.0)  # back towards the plain double EM step
+            if step == -step_max:
+                step_max *= 4.0
+            v = v3
+            alive = v > 1e-9 * v.max()
+            if alive.sum() < 0.8 * alive.size:  # prune in batches: each prune copies the matrix
+                sub, v, active = np.ascontiguousarray(sub[:, alive]), v[alive] / v[alive].sum(), active[alive]
+            if ll3 - ll0 < tol * total:
                 break
-            step = min((step - 1.0) / 2.0, -1.0)  # back towards the plain double EM step
-        if step == -step_max:
-            step_max *= 4.0
-        w = w3
-        if ll3 - ll0 < tol * total:
+        w = np.zeros_like(w)
+        w[active] = v
+        # KKT: at the optimum no grid point has a directional derivative above total.
+        s = np.maximum(np.einsum("pg,g->p", sub, v), 1e-300)
+        gain = np.einsum("pg,p->g", lik, mult / s) / total
+        violators = np.flatnonzero((gain > 1.0 + 1e-3) & (w == 0))
+        if violators.size == 0 or it >= max_iter:
             break
+        w[violators] = 1e-3 / violators.size
+        w /= w.sum()
+        active = np.flatnonzero(w > 0)
     return w, it
 
 
@@ -285,9 +307,12 @@ class _Items:
     n: int
 
     def sums(self, per_turn: FloatArray) -> FloatArray:
-        return np.asarray(
-            np.bincount(self.turn_item, per_turn[self.rows], minlength=self.n), dtype=np.float64
-        )
+        """Per-item sums of a value given for every turn of the table."""
+        return self.sums_untainted(per_turn[self.rows])
+
+    def sums_untainted(self, values: FloatArray) -> FloatArray:
+        """Per-item sums of a value given for the untainted turns only (aligned with ``rows``)."""
+        return np.asarray(np.bincount(self.turn_item, values, minlength=self.n), dtype=np.float64)
 
 
 def _build_items(enc: EncodedTurns, item: IntArray, n_items: int) -> _Items:
@@ -314,11 +339,13 @@ def _mixture_loss(theta: FloatArray, d: Design, llr: FloatArray, alpha: float) -
     regression on the posterior.
     """
     eta = linear_predictor(theta, d)
-    sp0 = np.logaddexp(0.0, eta)
     eta1 = eta + llr
-    sp1 = np.logaddexp(0.0, eta1)
-    r = np.exp(eta - sp0) - np.exp(eta1 - sp1)
-    nll = float(np.sum(sp0 - sp1)) + 0.5 * alpha * dot(theta[3:], theta[3:])
+    # softplus(x) = max(x, 0) + log(1 + exp(-|x|)); one log of a ratio serves both terms
+    # (log1p is not vectorised in numpy; the 1e-16 it would add is below the sum's rounding)
+    ratio = (1.0 + np.exp(-np.abs(eta))) / (1.0 + np.exp(-np.abs(eta1)))
+    sp = np.maximum(eta, 0.0) - np.maximum(eta1, 0.0) + np.log(ratio)
+    r = special.expit(eta) - special.expit(eta1)
+    nll = float(sp.sum()) + 0.5 * alpha * dot(theta[3:], theta[3:])
     return nll, gradient_from_residual(theta, d, r, alpha)
 
 
@@ -517,7 +544,8 @@ class ReliabilityEstimator(BaseEstimator):
         return self._predict_encoded(turns, enc, items, design) if predict else None
 
     def _item_design(self, turns: pd.DataFrame, enc: EncodedTurns, items: _Items) -> Design:
-        t, n = covariates(turns.iloc[items.first] if items.n else turns.iloc[:0])
+        cols = turns[["elapsed_s", "round_index"]]
+        t, n = covariates(cols.iloc[items.first] if items.n else cols.iloc[:0])
         return Design(
             enc.player[items.first], enc.image[items.first], t, n, len(enc.players), len(enc.images)
         )
@@ -545,6 +573,7 @@ class ReliabilityEstimator(BaseEstimator):
         if design is not None:
             theta[0] = special.logit(0.3)
         item_image = enc.image[items.first]
+        u_player, u_wrong = enc.player[items.rows], enc.wrong[items.rows]
         soft = np.zeros((n_players, 4))  # untainted expected counts, used when rates_from="all"
         history: list[float] = []
         converged = False
@@ -579,9 +608,8 @@ class ReliabilityEstimator(BaseEstimator):
                     if self.prior_b is None:
                         prior_b = _fit_beta_prior(k_b, n_b, prior_b)
                     a, b = _posterior_mean(k_a, n_a, prior_a), _posterior_mean(k_b, n_b, prior_b)
-            l0_turn = np.log(np.where(enc.wrong, a[enc.player], 1 - a[enc.player]))
-            l1_turn = np.log(np.where(enc.wrong, b[enc.player], 1 - b[enc.player]))
-            l0, l1 = items.sums(l0_turn), items.sums(l1_turn)
+            l0 = items.sums_untainted(np.log(np.where(u_wrong, a[u_player], 1 - a[u_player])))
+            l1 = items.sums_untainted(np.log(np.where(u_wrong, b[u_player], 1 - b[u_player])))
             # Prior of M on untainted items (E-step, then its M-step when active).
             if design is not None:
                 if pi_active:
@@ -613,10 +641,10 @@ class ReliabilityEstimator(BaseEstimator):
                 converged = True
                 break
         if not converged:
+            change = abs(history[-2] - history[-1]) if len(history) > 1 else float("inf")
             warnings.warn(
                 f"ReliabilityEstimator did not converge in {self.max_iter} iterations "
-                f"(last change {abs(history[-2] - history[-1]):.2e} >= tol {self.tol:g}); "
-                "raise max_iter or tol",
+                f"(last change {change:.2e} >= tol {self.tol:g}); raise max_iter or tol",
                 ConvergenceWarning,
                 stacklevel=4,
             )
@@ -677,17 +705,12 @@ class ReliabilityEstimator(BaseEstimator):
         rows = np.arange(design.player.size)
         if rows.size > self.max_prior_rows:
             rows = np.sort(rng.choice(rows.size, self.max_prior_rows, replace=False))
+        if not partial and rows.size > 4 * _COARSE_ROWS:
+            # Coarse to fine: a fit on a tenth of the items is a cheap, close start for the full one.
+            coarse = np.sort(rng.choice(rows, _COARSE_ROWS, replace=False))
+            theta, _ = self._lbfgs_prior(theta, design.subset(coarse), l0[coarse] - l1[coarse], 200, 1e-5)
         d = design.subset(rows)
-        llr = l0[rows] - l1[rows]
-        pre = Preconditioner(d, np.ones(rows.size), self.pi_alpha)
-        theta, _, _, ok = minimize_lbfgs(
-            lambda th: _mixture_loss(th, d, llr, self.pi_alpha),
-            theta,
-            pre,
-            scale=float(rows.size),
-            max_iter=15 if partial else 1000,
-            tol=1e-7,
-        )
+        theta, ok = self._lbfgs_prior(theta, d, l0[rows] - l1[rows], 15 if partial else 1000, 1e-7)
         if not ok and not partial:
             warnings.warn(
                 "ReliabilityEstimator: the prior model of M stopped before converging",
@@ -695,6 +718,21 @@ class ReliabilityEstimator(BaseEstimator):
                 stacklevel=5,
             )
         return theta
+
+    def _lbfgs_prior(
+        self, theta: FloatArray, d: Design, llr: FloatArray, max_iter: int, tol: float
+    ) -> tuple[FloatArray, bool]:
+        """L-BFGS on the marginal likelihood of untainted verdicts (``llr`` per item)."""
+        pre = Preconditioner(d, np.ones(d.player.size), self.pi_alpha)
+        theta, _, _, ok = minimize_lbfgs(
+            lambda th: _mixture_loss(th, d, llr, self.pi_alpha),
+            theta,
+            pre,
+            scale=float(d.player.size),
+            max_iter=max_iter,
+            tol=tol,
+        )
+        return theta, ok
 
     @staticmethod
     def _untainted_soft_counts(

@@ -85,8 +85,9 @@ def _first_bad(turns: pd.DataFrame, mask: npt.NDArray[np.bool_]) -> object:
 
 def _plain(value: object) -> object:
     """numpy scalars as Python values, so messages read ``2``, not ``np.int64(2)``."""
-    item = getattr(value, "item", None)
-    return item() if callable(item) and np.ndim(value) == 0 else value
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def _labels(turns: pd.DataFrame, column: str, allowed: tuple[str, str]) -> npt.NDArray[np.bool_]:

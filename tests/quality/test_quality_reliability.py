@@ -209,6 +209,8 @@ def test_convergence_warning_not_exception(small_sim: object) -> None:
     with pytest.warns(ConvergenceWarning, match="did not converge"):
         est.fit(small_sim.turns)
     assert est.converged_ is False and est.n_iter_ == 2 and len(est.loss_history_) == 2
+    with pytest.warns(ConvergenceWarning, match="last change inf"):
+        ReliabilityEstimator(pi_by="global", max_iter=1).fit(small_sim.turns)
 
 
 def test_loss_history_decreases_with_em(small_sim: object) -> None:
