@@ -17,6 +17,7 @@ Ratios compare timings measured in the same run.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import os
 import platform
@@ -101,10 +102,10 @@ def bench_vs_dawid_skene(sizes: list[int], budget: float, rows: list[Row]) -> No
         sim = simulate(n_players=players, n_images=images, n_sessions=sessions_for(n), random_state=1)
         turns, truth = sim.turns, sim.truth["model_wrong"].to_numpy()
         u = (turns["pool"] == "untainted").to_numpy()
-        p, t_ours = timed(lambda t=turns: ReliabilityEstimator().fit_predict_proba(t))
+        p, t_ours = timed(functools.partial(ReliabilityEstimator().fit_predict_proba, turns))
         acc_ours = ((p[u] >= 0.5) == truth[u]).mean()
         data, gold, u_tasks = ds_inputs(turns)
-        ds, t_ds = timed(lambda d=data, g=gold: DawidSkene(n_iter=100).fit(d, true_labels=g))
+        ds, t_ds = timed(functools.partial(DawidSkene(n_iter=100).fit, data, true_labels=gold))
         labels = ds.labels_.reindex(u_tasks).to_numpy()
         acc_ds = (np.asarray(labels == "wrong") == truth[u]).mean()
         rows.append(
@@ -212,8 +213,8 @@ def bench_player_model(
     last = None
     for n, p, i in glm_sizes:
         turns, y = player_rows(n, p, i, 1)
-        ours, t_ours = timed(lambda t=turns, yy=y: PlayerModel(alpha=0.0).fit(t, yy))
-        glm, t_glm = timed(lambda t=turns, yy=y: glm_fit(t, yy))
+        ours, t_ours = timed(functools.partial(PlayerModel(alpha=0.0).fit, turns, y))
+        glm, t_glm = timed(functools.partial(glm_fit, turns, y))
         rel = abs(ours.loglik_ - glm.llf) / abs(glm.llf)
         rows.append(
             Row(

@@ -81,7 +81,7 @@ def test_bad_parameters_are_named(
 
 def test_random_state_seeds_the_subsampled_priors(small_sim: Simulation) -> None:
     """Subsets only matter on tables larger than the limits; with tiny limits the seed shows."""
-    small = {"max_prior_players": 20, "max_prior_rows": 500}
+    small: dict[str, Any] = {"max_prior_players": 20, "max_prior_rows": 500}
     a = ReliabilityEstimator(**small, random_state=1).fit_predict_proba(small_sim.turns)
     b = ReliabilityEstimator(**small, random_state=1).fit_predict_proba(small_sim.turns)
     c = ReliabilityEstimator(**small, random_state=2).fit_predict_proba(small_sim.turns)

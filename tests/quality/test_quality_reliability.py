@@ -285,6 +285,7 @@ def test_at_least_as_accurate_as_crowdkit_dawid_skene() -> None:
     )
     gold = pd.Series(np.where(turns["instructed"] == 1, "wrong", "correct")[~u], index=task[~u])
     ds = DawidSkene(n_iter=100).fit(data, true_labels=gold)
+    assert ds.labels_ is not None
     labels = ds.labels_.reindex(task[u]).to_numpy()
     acc_ds = (np.asarray(labels == "wrong") == truth[u]).mean()
     assert acc_ours >= acc_ds, (acc_ours, acc_ds)

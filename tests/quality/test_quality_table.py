@@ -76,7 +76,7 @@ def test_missing_columns_are_listed() -> None:
 
 def test_not_a_frame() -> None:
     with pytest.raises(InputError, match="DataFrame"):
-        encode_turns([1, 2])  # type: ignore[arg-type]
+        encode_turns([1, 2])
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
