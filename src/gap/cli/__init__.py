@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from gap.cli import bot, data, db, demo, images, models, serve
+from gap.cli import bot, data, db, demo, images, models, quality, serve, simulate, turns
 
 app = typer.Typer(
     help="GAP: Gamified Adversarial Prompting — collect VLM blind spots by playing a game.",
@@ -15,6 +15,9 @@ app.add_typer(db.app, name="db")
 app.add_typer(images.app, name="images")
 app.add_typer(models.app, name="models")
 app.add_typer(data.app, name="data")
+app.add_typer(quality.app, name="quality")
+app.add_typer(turns.app, name="turns")
+app.command("simulate")(simulate.simulate)
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 app.command("bot")(bot.bot)
