@@ -14,7 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_every_setting_is_in_the_readme_table() -> None:
     readme = (ROOT / "README.md").read_text()
-    missing = [f"GAP_{name.upper()}" for name in Settings.model_fields if f"`GAP_{name.upper()}`" not in readme]
+    missing = [
+        f"GAP_{name.upper()}" for name in Settings.model_fields if f"`GAP_{name.upper()}`" not in readme
+    ]
     assert missing == []
 
 
