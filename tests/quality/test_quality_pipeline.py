@@ -42,6 +42,19 @@ def test_without_time_columns_the_player_model_is_skipped(small_sim: Simulation)
     assert result.players["ability"].isna().all()
 
 
+def test_with_nothing_kept_the_player_model_is_skipped_not_diverged(
+    tmp_path: Path, small_sim: Simulation
+) -> None:
+    """All-Correct untainted verdicts keep nothing; fitting eq. 5 then would send coefficients to infinity."""
+    turns = small_sim.turns.copy()
+    turns.loc[turns["pool"] == "untainted", "verdict"] = "correct"
+    result = fit_quality(turns)
+    assert result.summary["n_kept"] == 0
+    assert result.summary["player_model"] is None
+    result.write(tmp_path, "csv")
+    assert "player model: not fitted" in render_report(tmp_path).text
+
+
 def test_empty_table_is_an_input_error(small_sim: Simulation) -> None:
     with pytest.raises(InputError, match="empty"):
         fit_quality(small_sim.turns.iloc[:0])

@@ -139,7 +139,10 @@ def fit_quality(
         index=pd.Index(enc.images, name="image_id"),
     )
     model_summary: dict[str, Any] | None = None
-    if {"elapsed_s", "round_index"} <= set(turns.columns) and enc.untainted.any():
+    # The player model needs both outcomes among untainted turns: with no kept turn (or only kept
+    # ones) the likelihood has no maximum and the coefficients would run off to infinity.
+    both_outcomes = bool(kept.any() and (enc.untainted & ~kept).any())
+    if {"elapsed_s", "round_index"} <= set(turns.columns) and both_outcomes:
         pm = player_model if player_model is not None else PlayerModel()
         pm.fit(turns, kept.astype(np.float64), sample_weight=enc.untainted.astype(np.float64))
         players = players.join(pm.ability_.rename("ability")).join(pm.ability_se_.rename("ability_se"))

@@ -77,7 +77,7 @@ def summary_text(result: QualityResult) -> str:
         )
         lines.append(f"player model: {coefs}; log-likelihood {_fmt(model['loglik'], '.1f')}")
     else:
-        lines.append("player model: not fitted (needs elapsed_s and round_index)")
+        lines.append("player model: not fitted (needs elapsed_s, round_index and both kept and unkept turns)")
     top = players.sort_values("points", ascending=False).head(5)
     lines.append(
         "top players by points: " + ", ".join(f"{row.player_id} {row.points:.0f}" for row in top.itertuples())
