@@ -23,7 +23,13 @@ from gap.game.rules import POINTS_PER_CATCH
 from gap.quality._filter import DEFAULT_THETA, keep_mask
 from gap.quality._player_model import PlayerModel
 from gap.quality._reliability import ReliabilityEstimator
-from gap.quality._table import encode_turns, read_table, table_format, validate_turns, write_table
+from gap.quality._table import (
+    encode_turns,
+    read_table,
+    table_format,
+    validate_turns,
+    write_tables,
+)
 
 SUMMARY = "summary.json"
 
@@ -43,16 +49,9 @@ class QualityResult:
 
     def write(self, out: str | os.PathLike[str], fmt: str = "csv") -> list[Path]:
         """Write the three tables as ``fmt`` ("csv" or "parquet") and ``summary.json`` into ``out``."""
-        if fmt not in ("csv", "parquet"):
-            raise InputError(f"format must be 'csv' or 'parquet', got {fmt!r}")
-        folder = Path(out)
-        folder.mkdir(parents=True, exist_ok=True)
-        paths = [
-            write_table(self.turns, folder / f"turns.{fmt}"),
-            write_table(self.players, folder / f"players.{fmt}"),
-            write_table(self.images, folder / f"images.{fmt}"),
-        ]
-        paths.append(_write_json(self.summary, folder / SUMMARY))
+        tables = {"turns": self.turns, "players": self.players, "images": self.images}
+        paths = write_tables(tables, out, fmt)
+        paths.append(_write_json(self.summary, Path(out) / SUMMARY))
         return paths
 
     @classmethod

@@ -27,7 +27,7 @@ import pandas as pd
 from scipy import special
 
 from gap.errors import InputError
-from gap.quality._table import POOLS, VERDICTS, write_table
+from gap.quality._table import POOLS, VERDICTS, write_tables
 
 KINDS = ("careful", "careless", "spammer")
 
@@ -49,17 +49,9 @@ class Simulation:
 
     def write(self, out: str | os.PathLike[str], fmt: str = "parquet") -> list[Path]:
         """Write ``turns``, ``truth``, ``players``, ``images`` tables and ``params.json`` into ``out``."""
-        if fmt not in ("csv", "parquet"):
-            raise InputError(f"format must be 'csv' or 'parquet', got {fmt!r}")
-        folder = Path(out)
-        folder.mkdir(parents=True, exist_ok=True)
-        paths = [
-            write_table(self.turns, folder / f"turns.{fmt}"),
-            write_table(self.truth, folder / f"truth.{fmt}"),
-            write_table(self.players, folder / f"players.{fmt}"),
-            write_table(self.images, folder / f"images.{fmt}"),
-        ]
-        params = folder / "params.json"
+        tables = {"turns": self.turns, "truth": self.truth, "players": self.players, "images": self.images}
+        paths = write_tables(tables, out, fmt)
+        params = Path(out) / "params.json"
         params.write_text(json.dumps(self.params, indent=2, sort_keys=True) + "\n")
         return [*paths, params]
 

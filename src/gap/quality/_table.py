@@ -226,6 +226,15 @@ def write_table(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     return p
 
 
+def write_tables(tables: dict[str, pd.DataFrame], out: str | os.PathLike[str], fmt: str) -> list[Path]:
+    """Write each named table as ``out/<name>.<fmt>`` ("csv" or "parquet"); returns the paths."""
+    if fmt not in ("csv", "parquet"):
+        raise InputError(f"format must be 'csv' or 'parquet', got {fmt!r}")
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    return [write_table(frame, folder / f"{name}.{fmt}") for name, frame in tables.items()]
+
+
 def validate_turns(turns: pd.DataFrame) -> pd.DataFrame:
     """Check a turns table (required columns and any optional ones present); return it unchanged."""
     encode_turns(turns)
