@@ -43,6 +43,7 @@ def demo(
         from gap.models.tiny import make_tiny_vlm
 
         overrides["model"] = f"transformers:{make_tiny_vlm(folder / 'tiny-vlm')}"
+        overrides["max_new_tokens"] = 24  # random weights write noise; keep it short
     elif model is not None:
         overrides["model"] = model if ":" in model and not Path(model).exists() else f"transformers:{model}"
     current = Settings(**overrides)  # type: ignore[arg-type]
