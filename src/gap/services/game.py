@@ -20,7 +20,7 @@ from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from gap.db.engine import transaction
+from gap.db.engine import reading, transaction
 from gap.db.models import GameSession, Image, PointsEntry, Round, Turn
 from gap.errors import AlreadyJudged, AwaitingVerdict, Conflict, InputError, NoImages, NotFound, RoundOver
 from gap.game import (
@@ -404,7 +404,7 @@ def judge(
 
 def load_image(ctx: GameContext, image_id: str) -> tuple[bytes, str]:
     """The bytes and MIME type of an image, by its opaque id."""
-    with transaction(ctx.factory) as db:
+    with reading(ctx.factory) as db:
         image = db.get(Image, image_id)
         if image is None:
             raise NotFound("no such image")

@@ -8,7 +8,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from gap.config import Settings
-from gap.db.engine import transaction
+from gap.db.engine import reading
 from gap.errors import AuthError
 from gap.services.game import GameContext
 from gap.services.players import player_for_token
@@ -33,7 +33,7 @@ def current_player_id(
 ) -> str:
     if credentials is None or not credentials.credentials:
         raise AuthError("missing bearer token")
-    with transaction(ctx.factory) as db:
+    with reading(ctx.factory) as db:
         return player_for_token(db, credentials.credentials).id
 
 

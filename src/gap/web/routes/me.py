@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from gap.db.engine import transaction
+from gap.db.engine import reading
 from gap.services.players import get_player, revealed_points
 from gap.web.deps import Context, PlayerId
 from gap.web.schemas import MeOut
@@ -14,6 +14,6 @@ router = APIRouter(prefix="/api", tags=["players"])
 
 @router.get("/me", response_model=MeOut)
 def me(ctx: Context, player_id: PlayerId) -> MeOut:
-    with transaction(ctx.factory) as db:
+    with reading(ctx.factory) as db:
         player = get_player(db, player_id)
         return MeOut(player_id=player.id, name=player.name, points=revealed_points(db, player.id))

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from gap.db.engine import transaction
+from gap.db.engine import reading
 from gap.services.leaderboard import Window, rank_of
 from gap.web.deps import Context, PlayerId
 
@@ -26,5 +26,5 @@ def my_rank(
     window: Annotated[Window, Query(description="all, week or day")] = Window.ALL,
 ) -> RankOut:
     """Rank by points of finished sessions only, like the leaderboard (ties share a rank)."""
-    with transaction(ctx.factory) as db:
+    with reading(ctx.factory) as db:
         return RankOut(window=window, rank=rank_of(db, player_id=player_id, window=window, now=ctx.clock()))
