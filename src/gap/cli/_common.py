@@ -8,6 +8,7 @@ from typing import ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from sqlalchemy.orm import Session, sessionmaker
 
 from gap.config import Settings
@@ -29,7 +30,7 @@ def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
         try:
             return command(*args, **kwargs)
         except GapError as exc:
-            console.print(f"[red]error:[/red] {exc.message}")
+            console.print(f"[red]error:[/red] {escape(exc.message)}")
             raise typer.Exit(1) from None
 
     return wrapper

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from gap.cli._common import console, database, handle_errors, settings
@@ -116,7 +117,7 @@ def references(
         },
     )
     for turn_id, error in list(report.failures.items())[:10]:
-        console.print(f"[yellow]failed[/yellow] turn {turn_id}: {error}")
+        console.print(f"[yellow]failed[/yellow] turn {turn_id}: {escape(str(error))}")
     if report.failed:
         raise GapError(f"{report.failed} question(s) still have no reference answer; run again to retry them")
 

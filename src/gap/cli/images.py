@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
@@ -32,7 +33,7 @@ def add(
     missing = [p for p in paths if not p.exists()]
     added, skipped = 0, 0
     for path in missing:
-        console.print(f"[yellow]skipped[/yellow] {path}: no such file or folder")
+        console.print(f"[yellow]skipped[/yellow] {escape(str(path))}: no such file or folder")
         skipped += 1
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("adding images", total=len(files))
@@ -52,7 +53,7 @@ def add(
                     )
                 added += 1
             except (ImageError, Conflict) as exc:
-                progress.console.print(f"[yellow]skipped[/yellow] {path}: {exc.message}")
+                progress.console.print(f"[yellow]skipped[/yellow] {escape(str(path))}: {escape(exc.message)}")
                 skipped += 1
             progress.advance(task)
     console.print(f"added {added} image(s) to the {chosen.value} pool, skipped {skipped}")
