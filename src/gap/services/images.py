@@ -13,7 +13,8 @@ from pathlib import Path
 
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
-from sqlalchemy import func, select
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from gap.db.models import Image
@@ -114,20 +115,16 @@ def add_image(
         enabled=True,
         created_at=now,
     )
-    db.add(image)
-    db.flush()
+    try:
+        with db.begin_nested():
+            db.add(image)
+    except IntegrityError:
+        raise Conflict("already added (the same image arrived twice at once)") from None
     return image
 
 
 def list_images(db: Session) -> list[Image]:
     return list(db.scalars(select(Image).order_by(Image.pool, Image.created_at, Image.original_name)))
-
-
-def pool_counts(db: Session) -> dict[str, int]:
-    rows = db.execute(select(Image.pool, func.count()).where(Image.enabled.is_(True)).group_by(Image.pool))
-    counts = {pool.value: 0 for pool in Pool}
-    counts.update({pool: int(n) for pool, n in rows})
-    return counts
 
 
 def update_image(

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from gap.db.engine import transaction
@@ -37,6 +37,7 @@ TURN_COLUMNS = (
 )
 SETTLED_KINDS = ("provisional", "settlement")
 _TOLERANCE = 1e-9
+SETTLE_LOCK_KEY = 0x6761_7073  # "gaps": the advisory lock every settlement takes on PostgreSQL
 
 
 def export_turns(factory: sessionmaker[Session]) -> pd.DataFrame:
@@ -147,6 +148,10 @@ def settle_points(
         .where(Round.pool == Pool.UNTAINTED.value, Turn.verdict == Verdict.WRONG.value)
     )
     with transaction(factory) as db:
+        if db.get_bind().dialect.name == "postgresql":
+            # Two settlements at once would both read the old totals and both add the difference;
+            # SQLite's BEGIN IMMEDIATE already serialises them, PostgreSQL needs a lock.
+            db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SETTLE_LOCK_KEY})
         rows = pd.DataFrame(
             [tuple(r) for r in db.execute(stmt).all()],
             columns=["turn_id", "player_id", "session_id", "total"],

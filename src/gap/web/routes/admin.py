@@ -14,6 +14,7 @@ import hmac
 import re
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import asdict
 from datetime import datetime
@@ -165,14 +166,18 @@ def logout() -> Response:
 # --- the dashboard ----------------------------------------------------------------------------
 
 
+_QUALITY_LOCK = threading.Lock()
+
+
 def _quality(request: Request, ctx: Context, settings: Settings) -> dash.QualityView:
     """The reliability model's view, refitted at most once a minute (a fit can take seconds)."""
-    cached = getattr(request.app.state, "admin_quality", None)
-    if cached and cached[0] > time.monotonic() and cached[1].theta == settings.theta:
-        return cached[1]  # type: ignore[no-any-return]
-    view = dash.quality_view(ctx.factory, theta=settings.theta)
-    request.app.state.admin_quality = (time.monotonic() + QUALITY_CACHE_SECONDS, view)
-    return view
+    with _QUALITY_LOCK:  # the page and its plots ask at once: fit once, not three times
+        cached = getattr(request.app.state, "admin_quality", None)
+        if cached and cached[0] > time.monotonic() and cached[1].theta == settings.theta:
+            return cached[1]  # type: ignore[no-any-return]
+        view = dash.quality_view(ctx.factory, theta=settings.theta)
+        request.app.state.admin_quality = (time.monotonic() + QUALITY_CACHE_SECONDS, view)
+        return view
 
 
 def _reliability(ctx: Context, quality: dash.QualityView) -> tuple[list[float], bool]:
@@ -274,7 +279,7 @@ def images_json(ctx: Context, _who: Admin) -> list[dict[str, Any]]:
 
 
 @router.post("/api/images")
-async def upload(
+def upload(
     ctx: Context,
     _who: Admin,
     files: Annotated[list[UploadFile], File(description="One or more images.")],
@@ -285,7 +290,7 @@ async def upload(
     results: list[dict[str, str]] = []
     for upload_file in files:
         name = upload_file.filename or "upload"
-        data = await upload_file.read(MAX_IMAGE_BYTES + 1)
+        data = upload_file.file.read(MAX_IMAGE_BYTES + 1)  # a plain def: decoding runs off the event loop
         try:
             with transaction(ctx.factory) as db:
                 image = add_image(
