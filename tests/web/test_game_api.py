@@ -15,6 +15,7 @@ from fixtures.game import ManualClock, RecordingModel, login, seed_images
 from gap.config import Settings
 from gap.db.engine import make_engine, make_sessionmaker, transaction
 from gap.db.models import PointsEntry, Round, Turn
+from gap.errors import ModelError
 from gap.game import TAINT_INSTRUCTION
 from gap.models.base import VisionChatModel
 
@@ -416,3 +417,38 @@ def test_whole_session_with_openai_backend(settings: Settings, make_client: Any,
     assert systems == [TAINT_INSTRUCTION if pool == "tainted" else None for pool in asked_pools]
     models = {turn.model for turn in db_rows(settings, Turn)}
     assert models == {f"openai:{openai_server.model}"}  # each answer records the model that wrote it
+
+
+class SystemPromptRefusingModel(RecordingModel):
+    """A real model behind a template that refuses system prompts, as some chat templates do."""
+
+    def answer(self, image: Any, messages: list[Any], system: str | None = None) -> str:
+        if system is not None:
+            raise ModelError("400 from http://10.0.0.7:8000/v1: System role not supported")
+        return super().answer(image, messages, system=system)
+
+
+def test_model_failures_reach_the_player_as_one_plain_message(
+    settings: Settings, make_client: Any, tiny_model: VisionChatModel
+) -> None:
+    seed_images(settings)
+    client = make_client(SystemPromptRefusingModel(tiny_model), rng=random.Random(8), taint_rate=1.0)
+    auth = login(client)
+    state = client.post("/api/sessions", headers=auth).json()
+    round_, failures = state["round"], []
+    while round_ is not None:
+        url = f"/api/rounds/{round_['round_id']}/questions"
+        asked = client.post(url, headers=auth, json={"question": "What is it?"})
+        if round_pool(settings, round_["round_id"]) == "tainted":
+            assert asked.status_code == 502
+            failures.append(asked.json()["detail"])
+            assert_no_leak(asked)
+            # the failed turn is gone: the same round stays open for a new question
+            now = client.get(f"/api/sessions/{state['session_id']}", headers=auth).json()["round"]
+            assert now["round_id"] == round_["round_id"] and now["turns"] == []
+            break
+        assert asked.status_code == 201
+        round_ = client.post(
+            f"/api/turns/{asked.json()['turn_id']}/verdict", headers=auth, json={"verdict": "wrong"}
+        ).json()["next_round"]
+    assert failures == ["the model could not answer right now; please ask again"]

@@ -22,7 +22,18 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gap.db.engine import reading, transaction
 from gap.db.models import GameSession, Image, PointsEntry, Round, Turn
-from gap.errors import AlreadyJudged, AwaitingVerdict, Conflict, InputError, NoImages, NotFound, RoundOver
+from gap.errors import (
+    AlreadyJudged,
+    AwaitingVerdict,
+    ConfigError,
+    Conflict,
+    InputError,
+    ModelError,
+    ModelTimeout,
+    NoImages,
+    NotFound,
+    RoundOver,
+)
 from gap.game import (
     TAINT_INSTRUCTION,
     EndReason,
@@ -279,10 +290,10 @@ def ask(ctx: GameContext, player_id: str, round_id: str, question: str) -> tuple
     try:
         model = ctx.model()
         answer = model.answer(pending.image, pending.messages, system=pending.system)
-    except Exception:
+    except Exception as exc:
         with transaction(ctx.factory) as db:
             db.execute(delete(Turn).where(Turn.id == pending.turn_id, Turn.answer.is_(None)))
-        raise
+        raise _player_facing(exc) from exc
     with transaction(ctx.factory) as db:
         db.execute(
             update(Turn)
@@ -290,6 +301,21 @@ def ask(ctx: GameContext, player_id: str, round_id: str, question: str) -> tuple
             .values(answer=answer, answered_at=ctx.clock(), model=model.name)
         )
     return pending.turn_id, answer
+
+
+def _player_facing(exc: Exception) -> Exception:
+    """The same few words for every model failure, whatever the backend said.
+
+    A backend's message can differ between instructed and plain answers (a template that refuses a
+    system prompt, say), and it names internal URLs; the player sees neither. Details go to the log.
+    """
+    if isinstance(exc, ModelTimeout):
+        log.warning("model answer timed out: %s", exc)
+        return ModelTimeout("the model took too long to answer; please ask again")
+    if isinstance(exc, ModelError | ConfigError):
+        log.error("model failed to answer: %r", exc)
+        return ModelError("the model could not answer right now; please ask again")
+    return exc
 
 
 def _open_turn(ctx: GameContext, player_id: str, round_id: str, question: str) -> _PendingQuestion:
