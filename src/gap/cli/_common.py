@@ -16,6 +16,7 @@ from gap.db.engine import make_engine, make_sessionmaker
 from gap.db.migrate import is_current, upgrade
 from gap.errors import GapError
 from gap.logs import setup_logging
+from gap.models.base import VisionChatModel
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -49,3 +50,16 @@ def database(current: Settings, *, migrate: bool = True) -> sessionmaker[Session
     if migrate and not is_current(engine):
         upgrade(current.resolved_database_url)
     return make_sessionmaker(engine)
+
+
+def ready_model(current: Settings) -> VisionChatModel:
+    """The configured model, with local weights loaded now rather than inside a player's first question
+    (whose answer timeout the load would eat). A bad spec or folder fails here, before serving."""
+    from gap.models.factory import load_model
+
+    with console.status(f"loading model {current.model} ..."):
+        model = load_model(current.model, current)
+        preload = getattr(model, "load", None)  # only local backends have weights to load
+        if callable(preload):
+            preload()
+    return model

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from gap.cli._common import console, database, handle_errors
+from gap.cli._common import console, database, handle_errors, ready_model
 from gap.config import Settings
 from gap.errors import ConfigError
 from gap.logs import setup_logging
@@ -34,7 +34,6 @@ def demo(
     """Set up a demo (SQLite database, bundled photos in both pools, a model) and serve it."""
     import uvicorn
 
-    from gap.models.factory import load_model
     from gap.services.demo import add_demo_images
     from gap.web.app import create_app
 
@@ -51,16 +50,10 @@ def demo(
     factory = database(current)
     added = add_demo_images(factory, current.images_dir)
     console.print(f"demo folder {folder.resolve()}: {added} new image(s)")
-    with console.status(f"loading model {current.model} ..."):
-        vlm = load_model(current.model, current)
-        preload = getattr(vlm, "load", None)  # local models load now, not on the first question
-        if callable(preload):
-            try:
-                preload()
-            except ConfigError as exc:
-                raise ConfigError(
-                    f"{exc.message}\nWithout network, try `gap demo --tiny` or `--model DIR`."
-                ) from exc
+    try:
+        vlm = ready_model(current)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc.message}\nWithout network, try `gap demo --tiny` or `--model DIR`.") from exc
     app = create_app(current, model=vlm)
     console.print(f"\n[bold green]Open http://{host}:{port}/ to play[/bold green]  (API docs: /docs)\n")
     uvicorn.run(app, host=host, port=port, log_level="warning")

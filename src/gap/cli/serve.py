@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from gap.cli._common import console, handle_errors, settings
+from gap.cli._common import console, handle_errors, ready_model, settings
 
 
 @handle_errors
@@ -20,6 +20,6 @@ def serve(
     from gap.web.app import create_app
 
     current = settings()
-    app = create_app(current)
+    app = create_app(current, model=ready_model(current))
     console.print(f"GAP is serving at http://{host}:{port}/  (API docs at /docs, model {current.model})")
     uvicorn.run(app, host=host, port=port, log_level=current.log_level.lower())
