@@ -9,7 +9,7 @@ from __future__ import annotations
 from html import escape
 
 from gap.bot.context import BotContext
-from gap.db.engine import transaction
+from gap.db.engine import reading
 from gap.services.leaderboard import Window, leaderboard, rank_of
 from gap.services.players import revealed_points
 from gap.services.telegram import find_telegram_player
@@ -39,7 +39,7 @@ def parse_window(argument: str | None) -> Window:
 
 
 def leaderboard_text(ctx: BotContext, window: Window) -> str:
-    with transaction(ctx.factory) as db:
+    with reading(ctx.factory) as db:
         rows = leaderboard(db, window=window, limit=BOARD_SIZE, now=ctx.clock())
     title = f"<b>Leaderboard, {WINDOW_TITLES[window]}</b>"
     if not rows:
@@ -50,7 +50,7 @@ def leaderboard_text(ctx: BotContext, window: Window) -> str:
 
 def me_text(ctx: BotContext, telegram_id: int) -> str:
     now = ctx.clock()
-    with transaction(ctx.factory) as db:
+    with reading(ctx.factory) as db:
         player = find_telegram_player(db, telegram_id)
         if player is None:
             return "You have not played yet. Tap <b>Play</b> to start!"

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from gap.data._records import Message, Provenance, Record, strip_image_tokens
 from gap.data._references import PROMPT_VERSION, ReferenceJob, ReferenceOutcome, run_reference_jobs
-from gap.db.engine import transaction
+from gap.db.engine import reading, transaction
 from gap.db.models import ReferenceAnswer, Round, Turn
 from gap.errors import ConfigError
 from gap.models.base import ChatMessage, VisionChatModel
@@ -148,7 +148,7 @@ def pending_jobs(
     factory: sessionmaker[Session], turn_ids: Collection[str], *, images_dir: Path
 ) -> tuple[list[ReferenceJob], int]:
     """Jobs for the kept turns that still have no reference text, and how many already have one."""
-    with factory() as db:
+    with reading(factory) as db:
         existing = _references(db, turn_ids)
         done = sum(1 for row in existing.values() if row.text)
         jobs = [
@@ -285,7 +285,7 @@ def build_records(
     A player's correction counts even before ``gap data references`` has stored it. Records come in a
     stable order (by time asked, then id), so exports are reproducible.
     """
-    with factory() as db:
+    with reading(factory) as db:
         refs = _references(db, kept)
         turns = _load_turns(db, kept)
         records: list[Record] = []
@@ -301,7 +301,7 @@ def build_records(
 
 def reference_status(factory: sessionmaker[Session], turn_ids: Sequence[str]) -> dict[str, int]:
     """Counts of kept turns by reference state: ``player``, ``model``, ``failed``, ``missing``."""
-    with factory() as db:
+    with reading(factory) as db:
         refs = _references(db, turn_ids)
     counts = {"player": 0, "model": 0, "failed": 0, "missing": 0}
     for turn_id in turn_ids:

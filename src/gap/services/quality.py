@@ -17,7 +17,7 @@ import pandas as pd
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from gap.db.engine import transaction
+from gap.db.engine import reading, transaction
 from gap.db.models import GameSession, PointsEntry, Round, Turn
 from gap.errors import InputError
 from gap.game.rules import Pool, Verdict, settled_amount
@@ -66,7 +66,7 @@ def export_turns(factory: sessionmaker[Session]) -> pd.DataFrame:
         .where(Turn.verdict.is_not(None))
         .order_by(GameSession.created_at, GameSession.id, Round.index, Turn.index)
     )
-    with factory() as db:
+    with reading(factory) as db:
         rows = db.execute(stmt).all()
     frame = pd.DataFrame([tuple(r) for r in rows], columns=list(TURN_COLUMNS))
     return frame.astype(

@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
 from gap.config import Settings
-from gap.db.engine import transaction
+from gap.db.engine import reading, transaction
 from gap.errors import AuthError, GapError, InputError, NotFound
 from gap.services import admin as dash
 from gap.services.images import MAX_IMAGE_BYTES, add_image, parse_pool, update_image
@@ -183,7 +183,7 @@ def _quality(request: Request, ctx: Context, settings: Settings) -> dash.Quality
 def _reliability(ctx: Context, quality: dash.QualityView) -> tuple[list[float], bool]:
     if quality.available and quality.reliability:
         return quality.reliability, True
-    with transaction(ctx.factory) as db:
+    with reading(ctx.factory) as db:
         rates = dash.player_rates(db)
     return [r.reliability for r in rates if r.reliability is not None], False
 
@@ -198,7 +198,7 @@ def dashboard(request: Request, settings: AppSettings, ctx: Context) -> HTMLResp
             request, "admin_login.html", {"telegram": bool(settings.telegram_admin_ids)}, status_code=401
         )
     quality = _quality(request, ctx, settings)
-    with transaction(ctx.factory) as db:
+    with reading(ctx.factory) as db:
         summary = dash.overview(db, now=now)
         images = dash.image_stats(db)
         recent = dash.recent_turns(db, limit=20)
@@ -226,7 +226,7 @@ def dashboard(request: Request, settings: AppSettings, ctx: Context) -> HTMLResp
 @router.get("/plots/{name}.png", response_class=Response)
 def plot(name: str, request: Request, settings: AppSettings, ctx: Context, _who: Admin) -> Response:
     if name == "turns-per-day":
-        with transaction(ctx.factory) as db:
+        with reading(ctx.factory) as db:
             png = dash.plot_turns_per_day(dash.turns_per_day(db, now=ctx.clock()))
     elif name == "reliability":
         values, model_based = _reliability(ctx, _quality(request, ctx, settings))
@@ -243,7 +243,7 @@ def plot(name: str, request: Request, settings: AppSettings, ctx: Context, _who:
 
 @router.get("/api/overview")
 def overview_json(request: Request, settings: AppSettings, ctx: Context, _who: Admin) -> dict[str, Any]:
-    with transaction(ctx.factory) as db:
+    with reading(ctx.factory) as db:
         summary = dash.overview(db, now=ctx.clock())
     quality = _quality(request, ctx, settings)
     return {
@@ -264,7 +264,7 @@ def overview_json(request: Request, settings: AppSettings, ctx: Context, _who: A
 
 @router.get("/api/turns")
 def turns_json(ctx: Context, _who: Admin, limit: int = 20) -> list[dict[str, Any]]:
-    with transaction(ctx.factory) as db:
+    with reading(ctx.factory) as db:
         rows = dash.recent_turns(db, limit=max(1, min(limit, 200)))
     return [{**asdict(r), "asked_at": r.asked_at.isoformat(timespec="seconds")} for r in rows]
 
@@ -274,7 +274,7 @@ def turns_json(ctx: Context, _who: Admin, limit: int = 20) -> list[dict[str, Any
 
 @router.get("/api/images")
 def images_json(ctx: Context, _who: Admin) -> list[dict[str, Any]]:
-    with transaction(ctx.factory) as db:
+    with reading(ctx.factory) as db:
         return [{**asdict(s), "wrong_rate": s.wrong_rate} for s in dash.image_stats(db)]
 
 
