@@ -19,15 +19,18 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from sqlalchemy import Integer, case, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from gap.db.models import GameSession, Image, Player, Round, Turn
 from gap.errors import GapError
 from gap.game import Pool
+from gap.quality import ConvergenceWarning, ReliabilityEstimator, keep_mask
+from gap.services.quality import export_turns
 
 if TYPE_CHECKING:
-    import pandas as pd
+    pass
 
 TURNS_PER_DAY_WINDOW = 30
 
@@ -274,27 +277,12 @@ class QualityView:
     """Per image id: a higher value means mistakes are harder to find there."""
 
 
-def _turns_table(factory: sessionmaker[Session]) -> pd.DataFrame:
-    from gap.services.quality import export_turns
-
-    return export_turns(factory)
-
-
 def quality_view(factory: sessionmaker[Session], *, theta: float) -> QualityView:
     """Fit the reliability model on every judged turn and report kept turns at ``theta``.
 
     Cost grows with the number of players and distinct untainted questions; the dashboard caches it.
     """
-    try:
-        import numpy as np
-
-        from gap.quality import ConvergenceWarning, ReliabilityEstimator, keep_mask
-    except ImportError as exc:
-        return QualityView(False, f"gap.quality is not available ({exc})", theta)
-    try:
-        turns = _turns_table(factory)
-    except ImportError as exc:
-        return QualityView(False, f"the turns table is not available yet ({exc})", theta)
+    turns = export_turns(factory)
     if turns.empty:
         return QualityView(True, "no judged turns yet", theta)
     try:
@@ -308,13 +296,10 @@ def quality_view(factory: sessionmaker[Session], *, theta: float) -> QualityView
     kept = keep_mask(turns, posterior, theta)
     players = estimator.players_
     difficulty: dict[str, float] = {}
-    by_image = getattr(estimator, "pi_difficulty_", None)
-    if by_image is not None:
-        difficulty = {str(k): float(v) for k, v in by_image.items()}
-    else:
-        pi_image = getattr(estimator, "pi_image_", None)
-        if pi_image is not None:  # a low P(model wrong) on an image: mistakes are hard to find there
-            difficulty = {str(k): float(1.0 - v) for k, v in pi_image.items()}
+    if estimator.pi_difficulty_ is not None:
+        difficulty = {str(k): float(v) for k, v in estimator.pi_difficulty_.items()}
+    elif estimator.pi_image_ is not None:  # a low P(model wrong) on an image: mistakes are hard to find there
+        difficulty = {str(k): float(1.0 - v) for k, v in estimator.pi_image_.items()}
     return QualityView(
         available=True,
         theta=theta,
@@ -386,8 +371,6 @@ def plot_reliability(values: Sequence[float], *, model_based: bool) -> bytes:
 
 def plot_kept(posteriors: Sequence[float], theta: float) -> bytes:
     """Candidate posteriors and the share kept at each theta, with the current theta marked."""
-    import numpy as np
-
     fig, ax = _figure()
     p = np.sort(np.asarray(posteriors, dtype=float))
     thetas = np.linspace(0.5, 0.99, 50)

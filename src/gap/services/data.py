@@ -23,6 +23,8 @@ from gap.db.engine import reading, transaction
 from gap.db.models import ReferenceAnswer, Round, Turn
 from gap.errors import ConfigError
 from gap.models.base import ChatMessage, VisionChatModel
+from gap.quality import ReliabilityEstimator, keep_mask
+from gap.services.quality import export_turns
 
 RECORD_SOURCE = "gap"
 
@@ -49,11 +51,6 @@ def kept_turns(factory: sessionmaker[Session], *, theta: float) -> dict[str, flo
     The reliability model is fitted on every judged turn in the database (tainted ones teach it how
     reliable each player is), as :mod:`gap.quality` describes.
     """
-    try:
-        from gap.quality import ReliabilityEstimator, keep_mask
-        from gap.services.quality import export_turns
-    except ImportError as exc:
-        raise ConfigError(f"selecting kept turns needs gap.quality ({exc})") from None
     turns = export_turns(factory)
     if turns.empty:
         return {}
