@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -24,22 +24,14 @@ from gap.db.models import ReferenceAnswer, Round, Turn
 from gap.errors import ConfigError
 from gap.models.base import ChatMessage, VisionChatModel
 from gap.quality import ReliabilityEstimator, keep_mask
+from gap.services.game import resolve_image_path, utcnow
 from gap.services.quality import export_turns
 
 RECORD_SOURCE = "gap"
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat(timespec="seconds") if value is not None else None
-
-
-def _resolve(images_dir: Path, stored: str) -> Path:
-    path = Path(stored)
-    return (path if path.is_absolute() else Path(images_dir) / path).resolve()
 
 
 # --- which turns are kept ---------------------------------------------------------------------
@@ -115,7 +107,7 @@ def _job(turn: Turn, images_dir: Path) -> ReferenceJob:
     image = turn.round.image
     return ReferenceJob(
         turn_id=turn.id,
-        image_path=_resolve(images_dir, image.path),
+        image_path=resolve_image_path(images_dir, image.path).resolve(),
         mime_type=image.mime_type,
         messages=tuple(messages),
         wrong_answer=turn.answer,
@@ -266,7 +258,7 @@ def _record(turn: Turn, ref: _Reference, posterior: float, theta: float, images_
     )
     return Record(
         id=turn.id,
-        image=str(_resolve(images_dir, rnd.image.path)),
+        image=str(resolve_image_path(images_dir, rnd.image.path).resolve()),
         image_id=rnd.image_id,
         messages=tuple(messages),
         provenance=provenance,
