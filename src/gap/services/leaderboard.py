@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, Numeric, cast, func, select
 from sqlalchemy.orm import Session
 
 from gap.db.models import GameSession, Player, PointsEntry
@@ -29,13 +30,19 @@ class Standing:
     points: float
 
 
+def _rounded_total() -> ColumnElement[Any]:
+    """A player's points to the cent, in SQL: the board and a player's rank then agree on ties,
+    however settlement fractions add up in floating point."""
+    return func.round(cast(func.coalesce(func.sum(PointsEntry.amount), 0.0), Numeric), 2)
+
+
 def leaderboard(db: Session, *, window: Window, limit: int, now: datetime) -> list[Standing]:
     """Top ``limit`` players by points of sessions finished inside the window.
 
     Points count once their session is finished (METHOD.md section 5), so a session's total appears
     on the board all at once. Ties share a rank (1, 2, 2, 4).
     """
-    points = func.coalesce(func.sum(PointsEntry.amount), 0.0).label("points")
+    points = _rounded_total().label("points")
     query = (
         select(Player.id, Player.name, points)
         .join(GameSession, GameSession.player_id == Player.id)
@@ -49,7 +56,7 @@ def leaderboard(db: Session, *, window: Window, limit: int, now: datetime) -> li
         query = query.where(GameSession.finished_at >= now - WINDOW_LENGTH[window])
     standings: list[Standing] = []
     for position, (player_id, name, total) in enumerate(db.execute(query), 1):
-        total = round(float(total), 2)
+        total = float(total)
         tied = standings and standings[-1].points == total
         standings.append(Standing(standings[-1].rank if tied else position, player_id, name, total))
     return standings
@@ -57,7 +64,7 @@ def leaderboard(db: Session, *, window: Window, limit: int, now: datetime) -> li
 
 def rank_of(db: Session, *, player_id: str, window: Window, now: datetime) -> int | None:
     """The player's rank in the window, or None when they have no finished session in it."""
-    points = func.coalesce(func.sum(PointsEntry.amount), 0.0)
+    points = _rounded_total()
     per_player = (
         select(GameSession.player_id.label("player_id"), points.label("points"))
         .outerjoin(PointsEntry, PointsEntry.session_id == GameSession.id)
