@@ -53,7 +53,9 @@ def finished_session_with(db: Session, image_id: str, name: str, amounts: list[f
     return player.id
 
 
-def test_near_equal_totals_tie_on_the_board_and_in_rank(db_factory: sessionmaker[Session], tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_near_equal_totals_tie_on_the_board_and_in_rank(
+    db_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
     with transaction(db_factory) as db:
         image = add_image(
             db, images_dir=tmp_path, data=png_bytes(1), original_name="a.png", pool=Pool.UNTAINTED, now=NOW
