@@ -143,22 +143,19 @@ def settle(
     dry_run: Annotated[bool, typer.Option(help="Show what would change without writing.")] = False,
 ) -> None:
     """Settle untainted Wrong verdicts at 20 x P(model wrong): idempotent, re-runs add only differences."""
-    from gap.quality import ReliabilityEstimator
     from gap.quality._pipeline import QualityResult
-    from gap.services.quality import export_turns, settle_points
+    from gap.services.quality import fit_database, settle_points
 
     factory = database(settings())
     if from_ is not None:
         posteriors = QualityResult.read(from_).turns
     else:
-        with _stage("exporting turns"):
-            turns = export_turns(factory)
-        if turns.empty:
+        with _stage("fitting the reliability model on the judged turns"):
+            fit = fit_database(factory)
+        if fit is None:
             console.print("no judged turns: nothing to settle")
             return
-        with _stage(f"fitting {len(turns)} turns"):
-            p_wrong = ReliabilityEstimator().fit_predict_proba(turns)
-        posteriors = turns[["turn_id"]].assign(p_wrong=p_wrong)
+        posteriors = fit.turns[["turn_id"]].assign(p_wrong=fit.p_wrong)
     with _stage("settling"):
         summary = settle_points(factory, posteriors, dry_run=dry_run)
     verb = "would adjust" if dry_run else "adjusted"

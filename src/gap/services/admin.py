@@ -26,8 +26,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from gap.db.models import GameSession, Image, Player, Round, Turn
 from gap.errors import GapError
 from gap.game import Pool
-from gap.quality import ConvergenceWarning, ReliabilityEstimator, keep_mask
-from gap.services.quality import export_turns
+from gap.quality import ConvergenceWarning, keep_mask
+from gap.services.quality import fit_database
 
 if TYPE_CHECKING:
     pass
@@ -282,16 +282,15 @@ def quality_view(factory: sessionmaker[Session], *, theta: float) -> QualityView
 
     Cost grows with the number of players and distinct untainted questions; the dashboard caches it.
     """
-    turns = export_turns(factory)
-    if turns.empty:
-        return QualityView(True, "no judged turns yet", theta)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            estimator = ReliabilityEstimator()
-            posterior = estimator.fit_predict_proba(turns)
+            fit = fit_database(factory)
     except GapError as exc:
         return QualityView(False, f"the reliability model could not be fitted: {exc.message}", theta)
+    if fit is None:
+        return QualityView(True, "no judged turns yet", theta)
+    turns, estimator, posterior = fit.turns, fit.estimator, fit.p_wrong
     cand = ((turns["pool"] == Pool.UNTAINTED.value) & (turns["verdict"] == "wrong")).to_numpy()
     kept = keep_mask(turns, posterior, theta)
     players = estimator.players_

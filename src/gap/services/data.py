@@ -23,9 +23,9 @@ from gap.db.engine import reading, transaction
 from gap.db.models import ReferenceAnswer, Round, Turn
 from gap.errors import ConfigError
 from gap.models.base import ChatMessage, VisionChatModel
-from gap.quality import ReliabilityEstimator, keep_mask
+from gap.quality import keep_mask
 from gap.services.game import resolve_image_path, utcnow
-from gap.services.quality import export_turns
+from gap.services.quality import fit_database
 
 RECORD_SOURCE = "gap"
 
@@ -43,13 +43,12 @@ def kept_turns(factory: sessionmaker[Session], *, theta: float) -> dict[str, flo
     The reliability model is fitted on every judged turn in the database (tainted ones teach it how
     reliable each player is), as :mod:`gap.quality` describes.
     """
-    turns = export_turns(factory)
-    if turns.empty:
+    fit = fit_database(factory)
+    if fit is None:
         return {}
-    posterior = ReliabilityEstimator().fit_predict_proba(turns)
-    mask = keep_mask(turns, posterior, theta)
-    ids = turns["turn_id"].astype(str).to_numpy()
-    return {str(ids[i]): float(posterior[i]) for i in range(len(ids)) if mask[i]}
+    mask = keep_mask(fit.turns, fit.p_wrong, theta)
+    ids = fit.turns["turn_id"].astype(str).to_numpy()
+    return {str(ids[i]): float(fit.p_wrong[i]) for i in range(len(ids)) if mask[i]}
 
 
 # --- reference answers ------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,7 @@ from gap.db.engine import reading, transaction
 from gap.db.models import GameSession, PointsEntry, Round, Turn
 from gap.errors import InputError
 from gap.game.rules import Pool, Verdict, settled_amount
+from gap.quality import ReliabilityEstimator
 
 TURN_COLUMNS = (
     "turn_id",
@@ -84,6 +86,26 @@ def export_turns(factory: sessionmaker[Session]) -> pd.DataFrame:
             "question": str,
         }
     )
+
+
+@dataclass(frozen=True)
+class DatabaseFit:
+    """The reliability model fitted on every judged turn in the database."""
+
+    turns: pd.DataFrame
+    estimator: ReliabilityEstimator
+    p_wrong: np.ndarray[Any, np.dtype[np.float64]]
+    """P(model wrong | verdicts), row by row of ``turns``."""
+
+
+def fit_database(factory: sessionmaker[Session]) -> DatabaseFit | None:
+    """Export the judged turns and fit the reliability model on all of them (tainted turns teach it
+    how reliable each player is); None when nothing has been judged yet."""
+    turns = export_turns(factory)
+    if turns.empty:
+        return None
+    estimator = ReliabilityEstimator()
+    return DatabaseFit(turns, estimator, estimator.fit_predict_proba(turns))
 
 
 @dataclass(frozen=True, slots=True)
