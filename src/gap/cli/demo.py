@@ -44,7 +44,8 @@ def demo(
         overrides["model"] = f"transformers:{make_tiny_vlm(folder / 'tiny-vlm')}"
         overrides["max_new_tokens"] = 24  # random weights write noise; keep it short
     elif model is not None:
-        overrides["model"] = model if ":" in model and not Path(model).exists() else f"transformers:{model}"
+        explicit = model.startswith(("transformers:", "openai:"))
+        overrides["model"] = model if explicit else f"transformers:{model}"  # a folder or a hub id
     current = Settings(**overrides)  # type: ignore[arg-type]
     setup_logging(current.log_level)
     factory = database(current)

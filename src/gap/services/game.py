@@ -206,8 +206,8 @@ def _owned_round(db: Session, player_id: str, round_id: str) -> Round:
 # --- requests ---------------------------------------------------------------------------------
 
 
-def start_session(ctx: GameContext, player_id: str) -> tuple[SessionView, bool]:
-    """The player's active session, or a new one. Returns the view and whether it was created."""
+def start_session(ctx: GameContext, player_id: str) -> SessionView:
+    """The player's active session, or a new one."""
     now = ctx.clock()
     try:
         with transaction(ctx.factory) as db:
@@ -217,10 +217,10 @@ def start_session(ctx: GameContext, player_id: str) -> tuple[SessionView, bool]:
             if active is not None:
                 current = _advance(db, active, ctx.rules, now)
                 if active.status == "active":
-                    return _session_view(db, active, current, now), False
+                    return _session_view(db, active, current, now)
             session = _create_session(db, ctx, player_id, now)
             current = _advance(db, session, ctx.rules, now)
-            return _session_view(db, session, current, now), True
+            return _session_view(db, session, current, now)
     except IntegrityError:
         # Another request created the active session first: serve that one.
         with transaction(ctx.factory) as db:
@@ -230,7 +230,7 @@ def start_session(ctx: GameContext, player_id: str) -> tuple[SessionView, bool]:
             if active is None:
                 raise
             current = _advance(db, active, ctx.rules, now)
-            return _session_view(db, active, current, now), False
+            return _session_view(db, active, current, now)
 
 
 def _create_session(db: Session, ctx: GameContext, player_id: str, now: datetime) -> GameSession:

@@ -20,7 +20,7 @@ router = APIRouter(prefix="/api/sessions", tags=["game"])
 )
 def start(ctx: Context, player_id: PlayerId) -> SessionCreatedOut:
     """Start a session, or return the player's active one (201 either way, as the contract fixes)."""
-    view, _created = game.start_session(ctx, player_id)
+    view = game.start_session(ctx, player_id)
     return SessionCreatedOut(
         session_id=view.session_id, images_total=view.images_total, round=round_out(view.round)
     )
