@@ -325,3 +325,32 @@ def test_workaround_only_on_its_error(
     with pytest.raises(type(error)) as caught:
         load_processor(transformers, str(tiny_vlm_dir))
     assert caught.value is error
+
+
+def test_a_template_without_a_system_role_gets_the_prompt_in_the_first_user_turn(
+    tiny_vlm_dir: Path, tmp_path: Path
+) -> None:
+    """Some chat templates raise on a system message; the prompt must still arrive, and not fail."""
+    import shutil
+
+    folder = tmp_path / "no-system"
+    shutil.copytree(tiny_vlm_dir, folder)
+    template = folder / "chat_template.jinja"
+    refuse = (
+        "{% if messages[0]['role'] == 'system' %}"
+        "{{ raise_exception('System role not supported') }}{% endif %}"
+    )
+    template.write_text(refuse + template.read_text())
+    model = TransformersModel(str(folder), timeout=30, max_new_tokens=6)
+    prompt = model.prompt_text(QUESTION, SYSTEM)
+    assert "System" not in prompt
+    assert (
+        f"User:<image>{SYSTEM}\n\nWhat colour is the car?" in prompt or f"{SYSTEM}\n\nWhat colour" in prompt
+    )
+    assert model.answer(png((5, 5, 5)), QUESTION, SYSTEM).strip()
+    assert SYSTEM not in model.prompt_text(QUESTION)  # without a system prompt nothing is added
+
+
+def test_templates_with_a_system_role_keep_it_there(model: TransformersModel) -> None:
+    prompt = model.prompt_text(QUESTION, SYSTEM)
+    assert f"System: {SYSTEM}" in prompt and prompt.index("System") < prompt.index("User")

@@ -100,20 +100,39 @@ def _decode_image(image: ImageInput) -> Any:
 
 
 def build_conversation(
-    pil_image: Any, messages: list[ChatMessage], system: str | None
+    pil_image: Any, messages: list[ChatMessage], system: str | None, *, system_in_user: bool = False
 ) -> list[dict[str, Any]]:
-    """Chat-template messages: the system prompt if any, then the history; the image rides in turn one."""
+    """Chat-template messages: the system prompt if any, then the history; the image rides in turn one.
+
+    ``system_in_user`` puts the system prompt at the head of the first user message instead, for
+    templates that refuse a system role: the prompt then still reaches the model, and a refusal can
+    never single out the (instructed) answers that carry one.
+    """
     if not messages or messages[0].role != "user":
         raise ModelError("the conversation must start with a user message (it carries the image)")
     conversation: list[dict[str, Any]] = []
-    if system:
+    if system and not system_in_user:
         conversation.append({"role": "system", "content": [{"type": "text", "text": system}]})
     for index, message in enumerate(messages):
-        content: list[dict[str, Any]] = [{"type": "text", "text": message.text}]
+        text = f"{system}\n\n{message.text}" if system and system_in_user and index == 0 else message.text
+        content: list[dict[str, Any]] = [{"type": "text", "text": text}]
         if index == 0:
             content.insert(0, {"type": "image", "image": pil_image})
         conversation.append({"role": message.role, "content": content})
     return conversation
+
+
+def _accepts_system_role(processor: Any) -> bool:
+    """Whether the chat template renders a system message (some raise "System role not supported")."""
+    probe = [
+        {"role": "system", "content": [{"type": "text", "text": "probe"}]},
+        {"role": "user", "content": [{"type": "text", "text": "probe"}]},
+    ]
+    try:
+        processor.apply_chat_template(probe, add_generation_prompt=True, tokenize=False)
+    except Exception:  # jinja's TemplateError from raise_exception, or a template bug: either way, no
+        return False
+    return True
 
 
 class TransformersModel:
@@ -138,6 +157,7 @@ class TransformersModel:
         self.device = device
         self._lock = threading.Lock()
         self._loaded: tuple[Any, Any, str] | None = None
+        self._system_in_user = False
 
     @property
     def name(self) -> str:
@@ -162,6 +182,7 @@ class TransformersModel:
                 f"cache when HF_HUB_OFFLINE=1): {type(exc).__name__}: {exc}"
             ) from exc
         model.to(device).eval()
+        self._system_in_user = not _accepts_system_role(processor)
         self._loaded = (processor, model, device)
         return self._loaded
 
@@ -169,7 +190,7 @@ class TransformersModel:
         """The prompt string the chat template builds (image placeholders unexpanded), for inspection."""
         with self._lock:
             processor, _, _ = self._load_locked()
-        conversation = build_conversation(None, messages, system)
+        conversation = build_conversation(None, messages, system, system_in_user=self._system_in_user)
         text: str = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
         return text
 
@@ -196,7 +217,9 @@ class TransformersModel:
     ) -> str:
         import torch
 
-        conversation = build_conversation(_decode_image(image), messages, system)
+        conversation = build_conversation(
+            _decode_image(image), messages, system, system_in_user=self._system_in_user
+        )
         inputs = processor.apply_chat_template(
             conversation,
             add_generation_prompt=True,
