@@ -156,6 +156,45 @@ def test_no_system_message_without_a_system_prompt() -> None:
     assert [m["role"] for m in bodies[0]["messages"]] == ["user"]
 
 
+def test_a_server_refusing_system_roles_gets_the_prompt_in_the_first_user_turn() -> None:
+    """A 400 on a system message is retried once with the prompt folded in, and remembered."""
+    bodies: list[Any] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        bodies.append(body)
+        if any(m["role"] == "system" for m in body["messages"]):
+            return httpx.Response(400, json={"error": "System role not supported"})
+        return httpx.Response(200, json={"choices": [{"message": {"content": "red"}}]})
+
+    model = client_for("http://x/v1", transport=httpx.MockTransport(handler))
+    assert model.answer(png((0, 0, 0)), QUESTION, SYSTEM) == "red"
+    assert model.answer(png((0, 0, 0)), QUESTION, SYSTEM) == "red"
+    assert model.answer(png((0, 0, 0)), QUESTION) == "red"
+    assert [[m["role"] for m in b["messages"]] for b in bodies] == [
+        ["system", "user"],
+        ["user"],
+        ["user"],
+        ["user"],
+    ]
+    assert bodies[1]["messages"][0]["content"][1]["text"] == f"{SYSTEM}\n\n{QUESTION[0].text}"
+    assert bodies[3]["messages"][0]["content"][1]["text"] == QUESTION[0].text
+
+
+def test_other_client_errors_are_not_retried() -> None:
+    calls: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        return httpx.Response(401, json={"error": "bad key"})
+
+    with pytest.raises(ModelError, match="401"):
+        client_for("http://x/v1", transport=httpx.MockTransport(handler)).answer(
+            png((0, 0, 0)), QUESTION, SYSTEM
+        )
+    assert len(calls) == 1
+
+
 def test_content_parts_in_the_reply_are_joined() -> None:
     reply = {
         "choices": [

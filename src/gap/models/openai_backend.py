@@ -27,20 +27,25 @@ def _excerpt(text: str) -> str:
 
 
 def build_messages(
-    image: ImageInput, messages: list[ChatMessage], system: str | None
+    image: ImageInput, messages: list[ChatMessage], system: str | None, *, system_in_user: bool = False
 ) -> list[dict[str, Any]]:
-    """OpenAI chat messages: the system prompt if any, then the history; the image rides in turn one."""
+    """OpenAI chat messages: the system prompt if any, then the history; the image rides in turn one.
+
+    ``system_in_user`` puts the system prompt at the head of the first user message, for servers
+    whose chat template refuses a system role.
+    """
     if not messages or messages[0].role != "user":
         raise ModelError("the conversation must start with a user message (it carries the image)")
     data_url = f"data:{image.mime_type};base64,{base64.b64encode(image.data).decode('ascii')}"
     out: list[dict[str, Any]] = []
-    if system:
+    if system and not system_in_user:
         out.append({"role": "system", "content": system})
     for index, message in enumerate(messages):
         if index == 0:
+            first = f"{system}\n\n{message.text}" if system and system_in_user else message.text
             content: Any = [
                 {"type": "image_url", "image_url": {"url": data_url}},
-                {"type": "text", "text": message.text},
+                {"type": "text", "text": first},
             ]
         else:
             content = message.text
@@ -82,6 +87,7 @@ class OpenAIModel:
         self.timeout = timeout
         self.max_new_tokens = max_new_tokens
         self.transport = transport
+        self._system_in_user = False
 
     @property
     def name(self) -> str:
@@ -93,7 +99,7 @@ class OpenAIModel:
         """The JSON body sent to ``/chat/completions``."""
         return {
             "model": self.model,
-            "messages": build_messages(image, messages, system),
+            "messages": build_messages(image, messages, system, system_in_user=self._system_in_user),
             "temperature": 0,
             "max_tokens": self.max_new_tokens,
             "stream": False,
@@ -108,6 +114,12 @@ class OpenAIModel:
             httpx.Client(timeout=self.timeout, transport=self.transport) as client,
         ):
             response = client.post(url, json=body, headers=headers)
+            if response.status_code == 400 and system and not self._system_in_user:
+                # Many templates refuse a system role. Fold the prompt into the first user turn from now
+                # on, so answers that carry one (the instructed ones) do not fail where others succeed.
+                self._system_in_user = True
+                body = self.request_body(image, messages, system)
+                response = client.post(url, json=body, headers=headers)
         if response.status_code >= 400:
             raise ModelError(f"{url} answered HTTP {response.status_code}: {_excerpt(response.text)}")
         return _parse_content(url, response)
