@@ -16,7 +16,7 @@ from gap.config import Settings
 from gap.db.engine import make_engine, make_sessionmaker, transaction
 from gap.db.models import PointsEntry, Round, Turn
 from gap.errors import ModelError
-from gap.game import TAINT_INSTRUCTION
+from gap.game import SYSTEM_PROMPT, TAINT_INSTRUCTION, instruction_for
 from gap.models.base import VisionChatModel
 
 pytestmark = pytest.mark.db
@@ -207,8 +207,9 @@ def test_taint_rate_and_instruction_reach_model_only_on_tainted_rounds(
                 counts[pool][0] += int(turn.instructed)
                 counts[pool][1] += 1
                 messages, system = recorder.calls[-1]
-                assert system == (TAINT_INSTRUCTION if turn.instructed else None)
-                assert all(TAINT_INSTRUCTION not in m.text for m in messages)
+                assert system == SYSTEM_PROMPT  # the same on every turn; only the last clause differs
+                assert messages[-1].text.endswith(instruction_for(turn.instructed))
+                assert all(TAINT_INSTRUCTION not in m.text for m in messages[:-1])
                 judged = client.post(
                     f"/api/turns/{asked.json()['turn_id']}/verdict", headers=auth, json={"verdict": verdict}
                 )
@@ -413,17 +414,18 @@ def test_whole_session_with_openai_backend(settings: Settings, make_client: Any,
         ).json()["next_round"]
     final = client.get(f"/api/sessions/{state['session_id']}", headers=auth).json()
     assert final["status"] == "finished" and final["points"] == pytest.approx(80.0)
-    systems = [system for _, system in recorder.calls]
-    assert systems == [TAINT_INSTRUCTION if pool == "tainted" else None for pool in asked_pools]
+    assert {system for _, system in recorder.calls} == {SYSTEM_PROMPT}
+    clauses = [messages[-1].text.endswith(TAINT_INSTRUCTION) for messages, _ in recorder.calls]
+    assert clauses == [pool == "tainted" for pool in asked_pools]
     models = {turn.model for turn in db_rows(settings, Turn)}
     assert models == {f"openai:{openai_server.model}"}  # each answer records the model that wrote it
 
 
 class SystemPromptRefusingModel(RecordingModel):
-    """A real model behind a template that refuses system prompts, as some chat templates do."""
+    """A real model that fails on instructed requests only, with a message that would give them away."""
 
     def answer(self, image: Any, messages: list[Any], system: str | None = None) -> str:
-        if system is not None:
+        if messages[-1].text.endswith(TAINT_INSTRUCTION):
             raise ModelError("400 from http://10.0.0.7:8000/v1: System role not supported")
         return super().answer(image, messages, system=system)
 

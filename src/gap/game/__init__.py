@@ -16,22 +16,34 @@ from gap.game.rules import (
     seconds_left,
     settled_amount,
 )
-from gap.game.taint import TAINT_INSTRUCTION
+from gap.game.taint import (
+    PLAIN_INSTRUCTION,
+    SYSTEM_PROMPT,
+    TAINT_INSTRUCTION,
+    TurnPrompt,
+    instruction_for,
+    turn_prompt,
+)
 
 __all__ = [
+    "PLAIN_INSTRUCTION",
+    "SYSTEM_PROMPT",
     "TAINT_INSTRUCTION",
     "Award",
     "EndReason",
     "GameRules",
     "PlannedRound",
     "Pool",
+    "TurnPrompt",
     "Verdict",
     "award_for_verdict",
     "draw_instructed",
+    "instruction_for",
     "is_expired",
     "plan_session",
     "round_deadline",
     "round_ends_after",
     "seconds_left",
     "settled_amount",
+    "turn_prompt",
 ]

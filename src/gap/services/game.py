@@ -35,7 +35,6 @@ from gap.errors import (
     RoundOver,
 )
 from gap.game import (
-    TAINT_INSTRUCTION,
     EndReason,
     GameRules,
     Pool,
@@ -47,6 +46,7 @@ from gap.game import (
     round_deadline,
     round_ends_after,
     seconds_left,
+    turn_prompt,
 )
 from gap.models.base import ChatMessage, ImageInput, VisionChatModel
 
@@ -346,13 +346,8 @@ def _open_turn(ctx: GameContext, player_id: str, round_id: str, question: str) -
             db.flush()
             image = rnd.image
             path = resolve_image_path(ctx.images_dir, image.path)
-            messages: list[ChatMessage] = []
-            for earlier in turns:
-                messages += [
-                    ChatMessage("user", earlier.question),
-                    ChatMessage("assistant", earlier.answer or ""),
-                ]
-            messages.append(ChatMessage("user", question))
+            history = [(earlier.question, earlier.answer or "") for earlier in turns]
+            prompt = turn_prompt(history, question, instructed=instructed)
             turn_id = turn.id
     except IntegrityError as exc:
         raise AwaitingVerdict("another question on this round is still being answered") from exc
@@ -365,8 +360,8 @@ def _open_turn(ctx: GameContext, player_id: str, round_id: str, question: str) -
     return _PendingQuestion(
         turn_id=turn_id,
         image=ImageInput(data, image.mime_type),
-        messages=messages,
-        system=TAINT_INSTRUCTION if instructed else None,
+        messages=prompt.messages,
+        system=prompt.system,
     )
 
 
