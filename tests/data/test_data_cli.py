@@ -63,6 +63,26 @@ def test_import_export_validate_card(tmp_path: Path) -> None:
     assert (out / "README.md").is_file()
 
 
+def test_import_without_out_writes_records_in_the_data_folder(tmp_path: Path) -> None:
+    rows = [
+        {
+            "imageLink": "https://x.org/b.jpg",
+            "question": "Hue?",
+            "modelAnswer": "Red",
+            "correctAnswer": "Blue.",
+        }
+    ]
+    source = tmp_path / "downloads" / "val.json"
+    source.parent.mkdir()
+    source.write_text(json.dumps(rows))
+    env = {"GAP_DATA_DIR": str(tmp_path / "data"), "COLUMNS": "200"}
+    result = runner.invoke(app, ["import", str(source), "--format", "gap-vqa"], env=env)
+    assert result.exit_code == 0, result.output
+    records = tmp_path / "data" / "records" / "val"
+    assert json.loads((records / "export.json").read_text())["format"] == "records"
+    assert f"wrote 1 record(s) to {records.resolve()}" in result.output
+
+
 def test_validate_fails_with_the_record_id(tmp_path: Path, records: list[Record]) -> None:
     out = tmp_path / "x"
     assert (

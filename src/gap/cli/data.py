@@ -255,7 +255,15 @@ def validate(
 @handle_errors
 def import_(
     files: Annotated[list[Path], typer.Argument(help="Files to import (e.g. train.json val.json).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Records folder to write.")],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Records folder to write. Default: records/<file stems> in the data folder.",
+            show_default=False,
+        ),
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="Input format: gap-vqa.")] = "gap-vqa",
     images_dir: Annotated[
         Path | None,
@@ -270,6 +278,8 @@ def import_(
     if fmt != "gap-vqa":
         raise InputError(f"unknown import format {fmt!r}; supported: gap-vqa")
     items = import_files(files, images_dir=images_dir, split=split)
+    if out is None:
+        out = settings().data_dir / "records" / "-".join(dict.fromkeys(f.stem for f in files))
     save_records(items, out, manifest={"source": f"import:{fmt}", "files": [str(f) for f in files]})
     counts: dict[str, int] = {}
     for record in items:
@@ -281,6 +291,10 @@ def import_(
             "multi-turn": sum(1 for r in items if len(r.messages) > 2),
             "local images": len({r.image for r in items if not r.image.startswith(("http://", "https://"))}),
         },
+    )
+    console.print(
+        f"wrote {len(items)} record(s) to {escape(str(out.resolve()))}; "
+        f"next: gap data export --records {escape(str(out))} --format FORMAT --out DIR"
     )
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypedDict
 
 import typer
+from rich import box
+from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
@@ -17,6 +20,7 @@ from gap.services.game import utcnow
 from gap.services.images import add_image, iter_image_files, list_images, parse_pool
 
 app = typer.Typer(help="Image pools.", no_args_is_help=True)
+stdout = Console(soft_wrap=False)  # listings go to stdout, to be piped
 
 
 @app.command("add")
@@ -61,21 +65,51 @@ def add(
         raise typer.Exit(1)
 
 
+class ImageRow(TypedDict):
+    id: str
+    pool: str
+    name: str
+    width: int
+    height: int
+    enabled: bool
+
+
 @app.command("list")
 @handle_errors
-def list_() -> None:
-    """List every image with its pool, size and state."""
+def list_(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array (full ids) instead.")] = False,
+) -> None:
+    """List every image with its pool, size and state. Ids are printed whole, to be copied."""
     factory = database(settings())
     with transaction(factory) as db:
-        images = list_images(db)
-        table = Table("id", "pool", "name", "size", "enabled")
-        for image in images:
-            table.add_row(
-                image.id,
-                image.pool,
-                image.original_name,
-                f"{image.width}x{image.height}",
-                "yes" if image.enabled else "no",
-            )
-    console.print(table)
-    typer.echo(f"{len(images)} image(s)")
+        rows: list[ImageRow] = [
+            {
+                "id": image.id,
+                "pool": image.pool,
+                "name": image.original_name,
+                "width": image.width,
+                "height": image.height,
+                "enabled": image.enabled,
+            }
+            for image in list_images(db)
+        ]
+    if as_json:
+        typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    # The id column never shrinks; the name folds onto more lines when the terminal is narrow.
+    table = Table(box=box.SIMPLE)
+    table.add_column("id", no_wrap=True, min_width=max((len(row["id"]) for row in rows), default=2))
+    table.add_column("pool", no_wrap=True)
+    table.add_column("name", overflow="fold")
+    table.add_column("size", no_wrap=True)
+    table.add_column("enabled", no_wrap=True)
+    for row in rows:
+        table.add_row(
+            row["id"],
+            row["pool"],
+            escape(row["name"]),
+            f"{row['width']}x{row['height']}",
+            "yes" if row["enabled"] else "no",
+        )
+    stdout.print(table)
+    typer.echo(f"{len(rows)} image(s)")
