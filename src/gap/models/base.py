@@ -31,7 +31,9 @@ class VisionChatModel(Protocol):
     """A VLM that answers the last user message about one image.
 
     ``messages`` alternate user/assistant and end with the user's new question. ``system`` is an
-    optional system prompt (the taint instruction on tainted rounds, or a reference-answer brief).
+    optional system prompt: the game sends the same one on every turn (see :mod:`gap.game.taint`),
+    the reference-answer writer its brief. Backends lay out system prompt, image and history the same
+    way whatever the text says, so equal inputs up to the last message give equal request prefixes.
     Implementations raise :class:`gap.errors.ModelTimeout` past their timeout and
     :class:`gap.errors.ModelError` on any other failure; they never return an empty string.
     """

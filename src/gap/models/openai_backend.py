@@ -8,16 +8,23 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import httpx
 
-from gap.errors import ModelError, ModelTimeout
+from gap.errors import GapError, ModelError, ModelTimeout
 from gap.models.base import ChatMessage, ImageInput
 
+log = logging.getLogger(__name__)
+
 _EXCERPT_CHARS = 200
+_PROBE_MESSAGES = [
+    {"role": "system", "content": "Reply with one word."},
+    {"role": "user", "content": [{"type": "text", "text": "Hello"}]},
+]
 
 
 def _excerpt(text: str) -> str:
@@ -69,6 +76,8 @@ class OpenAIModel:
 
     ``timeout`` bounds each phase of the request (connect, write, and each wait for response bytes), as
     httpx does; ``transport`` lets tests put an :class:`httpx.MockTransport` in place of the network.
+    Call :meth:`load` at start-up to learn whether the server takes a system role before any player
+    waits on it.
     """
 
     def __init__(
@@ -93,6 +102,36 @@ class OpenAIModel:
     def name(self) -> str:
         return f"openai:{self.model}"
 
+    @property
+    def url(self) -> str:
+        return self.base_url.rstrip("/") + "/chat/completions"
+
+    def load(self) -> None:
+        """Probe once, with a one-token request, whether the server accepts a system message.
+
+        Servers whose chat template refuses one answer HTTP 400; the prompt then rides at the head of
+        the first user message on every request. Probing here, at start-up, spares the first answer a
+        failed request and a retry. A server that cannot be reached yet is left to that fallback in
+        :meth:`answer`, which treats every request alike.
+        """
+        body = {
+            "model": self.model,
+            "messages": _PROBE_MESSAGES,
+            "temperature": 0,
+            "max_tokens": 1,
+            "stream": False,
+        }
+        try:
+            response = self._post(body)
+        except GapError as exc:
+            log.warning("could not probe %s for system-role support: %s", self.url, exc)
+            return
+        if response.status_code == 400:
+            log.info("%s refuses system messages: the prompt goes in the first user turn", self.url)
+            self._system_in_user = True
+        elif response.status_code >= 400:
+            log.warning("%s answered the start-up probe with HTTP %s", self.url, response.status_code)
+
     def request_body(
         self, image: ImageInput, messages: list[ChatMessage], system: str | None
     ) -> dict[str, Any]:
@@ -106,23 +145,24 @@ class OpenAIModel:
         }
 
     def answer(self, image: ImageInput, messages: list[ChatMessage], system: str | None = None) -> str:
-        url = self.base_url.rstrip("/") + "/chat/completions"
-        body = self.request_body(image, messages, system)
+        response = self._post(self.request_body(image, messages, system))
+        if response.status_code == 400 and system and not self._system_in_user:
+            # Many templates refuse a system role (and load() could not tell yet). Fold the prompt into
+            # the first user turn from now on; the game sends the same system prompt on every turn, so
+            # this happens once, to whichever turn comes first.
+            self._system_in_user = True
+            response = self._post(self.request_body(image, messages, system))
+        if response.status_code >= 400:
+            raise ModelError(f"{self.url} answered HTTP {response.status_code}: {_excerpt(response.text)}")
+        return _parse_content(self.url, response)
+
+    def _post(self, body: dict[str, Any]) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.api_key}"}
         with (
-            _map_httpx_errors(url, self.timeout),
+            _map_httpx_errors(self.url, self.timeout),
             httpx.Client(timeout=self.timeout, transport=self.transport) as client,
         ):
-            response = client.post(url, json=body, headers=headers)
-            if response.status_code == 400 and system and not self._system_in_user:
-                # Many templates refuse a system role. Fold the prompt into the first user turn from now
-                # on, so answers that carry one (the instructed ones) do not fail where others succeed.
-                self._system_in_user = True
-                body = self.request_body(image, messages, system)
-                response = client.post(url, json=body, headers=headers)
-        if response.status_code >= 400:
-            raise ModelError(f"{url} answered HTTP {response.status_code}: {_excerpt(response.text)}")
-        return _parse_content(url, response)
+            return client.post(self.url, json=body, headers=headers)
 
 
 def _parse_content(url: str, response: httpx.Response) -> str:
