@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gap._fs import atomic_write_bytes
 from gap.data._export import read_manifest
-from gap.data._io import atomic_write_bytes, atomic_write_text
+from gap.data._io import atomic_write_text
 from gap.data._questions import QUESTION_TYPES, question_type
 from gap.data._records import Record, read_records
 

@@ -1,4 +1,7 @@
-"""Atomic file and folder writes: a crash or a failure never leaves a half-written export behind."""
+"""Atomic file and folder writes: a crash or a failure never leaves a half-written export behind.
+
+Files and folders get the modes the umask allows, like any other tool's (see :mod:`gap._fs`).
+"""
 
 from __future__ import annotations
 
@@ -11,25 +14,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from gap._fs import atomic_write_bytes, make_temp_dir
 from gap.errors import InputError
 
 MANIFEST_FILE = "export.json"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -58,7 +46,7 @@ def staged_dir(target: Path) -> Iterator[Path]:
     ):
         raise InputError(f"{target} exists and is not an earlier GAP export; choose an empty or new folder")
     target.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.staging-"))
+    stage = make_temp_dir(target.parent, prefix=f".{target.name}.staging-")
     try:
         yield stage
     except BaseException:

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 import gap
+from gap._fs import file_mode
 from gap.errors import InputError
 from gap.game.rules import POINTS_PER_CATCH
 from gap.quality._filter import DEFAULT_THETA, keep_mask
@@ -41,7 +42,8 @@ class QualityResult:
     turns: pd.DataFrame
     """``turn_id``, ``player_id``, ``image_id``, ``pool``, ``verdict``, ``p_wrong``, ``kept``."""
     players: pd.DataFrame
-    """``player_id``, ``a``, ``b``, ``weight``, counts, ``points``, ``ability``, ``ability_se``."""
+    """``player_id``, ``a``, ``b``, ``informedness`` (a - b), counts, ``points``, ``ability``,
+    ``ability_se``."""
     images: pd.DataFrame
     """``image_id``, ``pool``, ``n_turns``, ``n_kept``, ``difficulty``, ``difficulty_se``."""
     summary: dict[str, Any] = field(default_factory=dict)
@@ -68,6 +70,7 @@ class QualityResult:
 
 def _write_json(data: dict[str, Any], path: Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.fchmod(fd, file_mode())  # the umask's mode, not mkstemp's 0600
     with os.fdopen(fd, "w") as fh:
         json.dump(_clean(data), fh, indent=2, sort_keys=True)
         fh.write("\n")

@@ -16,6 +16,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from gap._fs import file_mode
 from gap.quality._filter import kept_rate_curve
 from gap.quality._pipeline import QualityResult
 from gap.quality._player_model import SHARED
@@ -32,6 +33,7 @@ class Report:
 def _save(fig: Figure, path: Path) -> Path:
     FigureCanvasAgg(fig)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.fchmod(fd, file_mode())  # the umask's mode, not mkstemp's 0600
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=110, bbox_inches="tight")
@@ -56,7 +58,7 @@ def summary_text(result: QualityResult) -> str:
     cand = int(s.get("n_candidates", 0))
     kept = int(s.get("n_kept", 0))
     players = result.players
-    low = int((players["weight"] < 0.2).sum()) if "weight" in players else 0
+    low = int((players["informedness"] < 0.2).sum()) if "informedness" in players else 0
     lines = [
         f"GAP quality report (gap {s.get('gap_version', '?')})",
         f"turns: {s.get('n_turns', 0)} (tainted {s.get('n_tainted', 0)}, "
@@ -67,7 +69,7 @@ def summary_text(result: QualityResult) -> str:
         f"kept at theta={theta:.2f}: {kept} of {cand} untainted Wrong verdicts"
         + (f" ({100 * kept / cand:.1f}%)" if cand else ""),
         f"players: median a {_fmt(players['a'].median())}, median b {_fmt(players['b'].median())}, "
-        f"{low} with weight a-b < 0.2",
+        f"{low} with informedness a - b < 0.2",
     ]
     model = s.get("player_model")
     if model:
@@ -97,7 +99,9 @@ def render_report(folder: str | os.PathLike[str]) -> Report:
     fig = Figure(figsize=(5, 4.5))
     ax = fig.add_subplot()
     size = 8 + 40 * np.sqrt(players["n_tainted"] / max(players["n_tainted"].max(), 1))
-    pts = ax.scatter(players["b"], players["a"], s=size, c=players["weight"], cmap="viridis", vmin=-1, vmax=1)
+    pts = ax.scatter(
+        players["b"], players["a"], s=size, c=players["informedness"], cmap="viridis", vmin=-1, vmax=1
+    )
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
     ax.set(
         xlim=(0, 1),
@@ -106,7 +110,7 @@ def render_report(folder: str | os.PathLike[str]) -> Report:
         ylabel="sensitivity a",
         title="Player reliability (size: tainted turns)",
     )
-    fig.colorbar(pts, ax=ax, label="weight a - b")
+    fig.colorbar(pts, ax=ax, label="informedness a - b")
     paths.append(_save(fig, root / FIGURES[0]))
 
     fig = Figure(figsize=(5, 3.5))

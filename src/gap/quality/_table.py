@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from gap._fs import file_mode
 from gap.errors import InputError
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("player_id", "image_id", "pool", "instructed", "verdict")
@@ -213,6 +214,7 @@ def write_table(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     fmt = table_format(p)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
+    os.fchmod(fd, file_mode())  # the umask's mode, not mkstemp's 0600
     os.close(fd)
     try:
         if fmt == "csv":

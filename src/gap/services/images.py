@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from gap._fs import atomic_write_bytes
 from gap.db.models import Image
 from gap.errors import Conflict, ImageError, InputError, NotFound
 from gap.game import Pool
@@ -77,18 +76,6 @@ def iter_image_files(paths: Iterable[Path]) -> Iterator[Path]:
             yield path
 
 
-def _write_atomically(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def add_image(
     db: Session, *, images_dir: Path, data: bytes, original_name: str, pool: Pool, now: datetime
 ) -> Image:
@@ -103,7 +90,7 @@ def add_image(
     relative = f"{info.sha256[:2]}/{info.sha256}{SUFFIX_BY_MIME[info.mime_type]}"
     target = images_dir / relative
     if not target.exists():
-        _write_atomically(target, data)
+        atomic_write_bytes(target, data)
     image = Image(
         pool=pool.value,
         path=relative,
