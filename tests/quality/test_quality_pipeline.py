@@ -28,7 +28,7 @@ def test_fit_quality_outputs(small_sim: Simulation) -> None:
     assert players["points"].sum() == pytest.approx(
         20 * catch.sum() + 20 * turns.loc[cand.to_numpy(), "p_wrong"].sum()
     )
-    assert {"a", "b", "weight", "ability", "ability_se", "n_kept"} <= set(players.columns)
+    assert {"a", "b", "informedness", "ability", "ability_se", "n_kept"} <= set(players.columns)
     assert players["ability"].notna().all()
     untainted_images = images["pool"] == "untainted"
     assert images.loc[untainted_images, "difficulty"].notna().all()

@@ -12,7 +12,7 @@ from scipy.stats import spearmanr
 
 from gap.errors import InputError
 from gap.quality import PlayerModel, covariates, simulate
-from gap.quality import _player_model as pm
+from gap.quality import _glm as glm
 from gap.quality._reliability import _mixture_loss
 
 
@@ -88,15 +88,15 @@ def test_gradients_match_finite_differences() -> None:
     t, n = covariates(turns)
     player, _ = pd.factorize(turns["player_id"])
     image, _ = pd.factorize(turns["image_id"])
-    d = pm.Design(player.astype(np.int64), image.astype(np.int64), t, n, player.max() + 1, image.max() + 1)
-    theta = np.random.default_rng(0).normal(0, 0.3, d.n_params)
+    d = glm.Design(player.astype(np.int64), image.astype(np.int64), t, n, player.max() + 1, image.max() + 1)
+    coef = np.random.default_rng(0).normal(0, 0.3, d.n_params)
     w = np.ones(len(y))
     llr = np.random.default_rng(1).normal(0, 2, len(y))
     for fun in (
-        lambda th: pm.logistic_loss(th, d, y, w, 0.7),
-        lambda th: _mixture_loss(th, d, llr, 0.7),
+        lambda c: glm.logistic_loss(c, d, y, w, 0.7),
+        lambda c: _mixture_loss(c, d, llr, 0.7),
     ):
-        err = optimize.check_grad(lambda th, f=fun: f(th)[0], lambda th, f=fun: f(th)[1], theta)
+        err = optimize.check_grad(lambda c, f=fun: f(c)[0], lambda c, f=fun: f(c)[1], coef)
         assert err < 1e-4 * np.sqrt(d.n_params)
 
 
@@ -104,7 +104,7 @@ def test_large_problem_standard_errors_match_the_dense_ones(monkeypatch: pytest.
     """The Schur-complement/CG path gives the same shared errors as the exact dense inverse."""
     turns, y = _small()
     dense = PlayerModel(alpha=1.0).fit(turns, y)
-    monkeypatch.setattr(pm, "_DENSE_LIMIT", 10)
+    monkeypatch.setattr(glm, "_DENSE_LIMIT", 10)
     sparse = PlayerModel(alpha=1.0).fit(turns, y)
     assert dense.se_exact_ and not sparse.se_exact_
     assert np.allclose(dense.se_, sparse.se_, rtol=1e-6)

@@ -60,10 +60,10 @@ def test_rates_are_recovered(population: Fitted) -> None:
 def test_careless_players_and_spammers_get_low_weight_and_fewer_points(population: Fitted) -> None:
     sim = population.sim
     kind = sim.players.set_index("player_id")["kind"]
-    weight = population.estimator.players_["weight"]
-    w = pd.DataFrame({"kind": kind, "weight": weight.reindex(kind.index)})
-    assert (w.loc[w.kind == "careful", "weight"] > 0.5).mean() > 0.95
-    assert (w.loc[w.kind != "careful", "weight"].abs() < 0.2).all()
+    informedness = population.estimator.players_["informedness"]
+    w = pd.DataFrame({"kind": kind, "informedness": informedness.reindex(kind.index)})
+    assert (w.loc[w.kind == "careful", "informedness"] > 0.5).mean() > 0.95
+    assert (w.loc[w.kind != "careful", "informedness"].abs() < 0.2).all()
 
     # Settled untainted points: 20 x posterior per Wrong verdict, per session played.
     c = population.candidates
@@ -289,3 +289,53 @@ def test_at_least_as_accurate_as_crowdkit_dawid_skene() -> None:
     labels = ds.labels_.reindex(task[u]).to_numpy()
     acc_ds = (np.asarray(labels == "wrong") == truth[u]).mean()
     assert acc_ours >= acc_ds, (acc_ours, acc_ds)
+
+
+@pytest.mark.parametrize("prior", ["beta", "grid"])
+@pytest.mark.parametrize("pi_by", ["global", "image"])
+def test_pi_reaches_the_em_fixed_point(prior: str, pi_by: str) -> None:
+    """pi is fitted to convergence after the rates, whatever the prior: it matches the simulator's
+    truth (0.142 here) and is a fixed point of its EM update. (With Beta priors the loop once
+    stopped one step after the rates converged, at pi = 0.197.)"""
+    sim = simulate(n_players=80, n_images=60, n_sessions=600, random_state=1)
+    u = (sim.turns["pool"] == "untainted").to_numpy()
+    truth = sim.truth["model_wrong"].to_numpy()[u].mean()
+    est = ReliabilityEstimator(prior=prior, pi_by=pi_by)
+    p = est.fit_predict_proba(sim.turns)
+    assert est.converged_
+    assert est.pi_ == pytest.approx(truth, abs=0.02), (est.pi_, truth)
+    if pi_by == "global":  # the mean posterior over items is the pi that produced it
+        again = ReliabilityEstimator(prior=prior, pi_by=pi_by, tol=1e-12).fit(sim.turns)
+        assert est.pi_ == pytest.approx(again.pi_, abs=1e-3)
+    c = u & (sim.turns["verdict"] == "wrong").to_numpy()
+    precision, n = kept_precision(p[c], sim.truth["model_wrong"].to_numpy()[c], 0.8)
+    assert n > 100 and precision >= 0.8 - 2 * np.sqrt(0.8 * 0.2 / n), (precision, n)
+
+
+def test_grid_posterior_of_a_heavy_player_outside_the_prior_sample_is_finite() -> None:
+    """A player with 20,000 tainted turns, left out of the 50 players that fit the grid prior, has
+    all its likelihood where the prior has no mass: posterior means in log space stay finite (in
+    linear space 0 / 0 made them NaN, and NaN spread to pi and every untainted posterior)."""
+    sim = simulate(n_players=300, n_images=100, n_sessions=300, random_state=3)
+    rng = np.random.default_rng(3)
+    n = 20_000
+    instructed = rng.random(n) < 0.5
+    wrong = np.where(instructed, rng.random(n) < 0.99, rng.random(n) < 0.9)
+    tainted_images = sim.turns.loc[sim.turns["pool"] == "tainted", "image_id"].unique()
+    heavy = pd.DataFrame(
+        {
+            "player_id": "heavy",
+            "image_id": rng.choice(tainted_images, n),
+            "pool": "tainted",
+            "instructed": instructed.astype(int),
+            "verdict": np.where(wrong, "wrong", "correct"),
+            "elapsed_s": rng.uniform(0, 120, n),
+            "round_index": rng.integers(1, 11, n),
+        }
+    )
+    turns = pd.concat([sim.turns, heavy], ignore_index=True)
+    est = ReliabilityEstimator(max_prior_players=50, random_state=3)
+    p = est.fit_predict_proba(turns)
+    assert np.isfinite(p).all() and ((p >= 0) & (p <= 1)).all()
+    assert np.isfinite(est.players_[["a", "b"]].to_numpy()).all() and np.isfinite(est.pi_)
+    assert abs(est.players_.loc["heavy", "informedness"]) < 0.3  # near-spammer: a 0.99, b 0.9

@@ -2,58 +2,64 @@
 
     P(S_ijk = 1) = sigmoid(c + A_i - B_j - g t_ijk - f n_ik)
 
-fitted by penalised maximum likelihood (L2 with strength ``alpha`` on A and B) with L-BFGS. The
-gradient is assembled over integer indices with ``np.bincount``, never a one-hot design, so memory
-and time grow with the number of rows, not rows x (players + images). The optimiser works in
-diagonally preconditioned coordinates (each parameter scaled by the square root of its curvature,
-covariates centred), which keeps L-BFGS to tens of iterations even with 10^5 parameters.
+fitted by penalised maximum likelihood (L2 with strength ``alpha`` on A and B) with L-BFGS; the
+numerical core (index-based gradients, preconditioning, standard errors) is in :mod:`._glm`.
 
-Standard errors come from the inverse Hessian of the penalised objective: exactly for everything on
-small problems; on large ones, exactly for the shared coefficients (Schur complement, conjugate
-gradients over the sparse ability/difficulty block) and, for A and B, conditional on the rest.
+Small tables do not pin the model down: with a handful of kept verdicts, or with a covariate that
+never varies, the likelihood is flat along some direction and the "estimates" are wherever the
+optimiser stopped, with standard errors in the millions. :class:`PlayerModel` checks for that after
+fitting and says so in ``identified_`` and ``not_identified_``, so reports never print such numbers
+as if they were estimates.
 """
 
 from __future__ import annotations
 
 import numbers
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Self
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from scipy import linalg, optimize, sparse, special
-from scipy.sparse import linalg as splinalg
+from scipy import special
 
 from gap.errors import InputError
 from gap.quality._base import BaseEstimator, ConvergenceWarning, Interval
-from gap.quality._table import FloatArray, IntArray, check_columns, numeric_column
+from gap.quality._glm import (
+    Design,
+    Preconditioner,
+    dot,
+    linear_predictor,
+    logistic_loss,
+    minimize_lbfgs,
+    standard_errors,
+)
+from gap.quality._table import FloatArray, check_columns, numeric_column
 
 SHARED = ("intercept", "time", "fatigue")
-_DENSE_LIMIT = 1500  # players + images up to which all standard errors are exact
+# Identifiability: each outcome at least this many times (about 3 per shared coefficient), and no
+# shared coefficient with a standard error above this (logit scale: +-10 spans any effect size).
+MIN_OUTCOMES = 10
+MAX_SE = 10.0
 
 
-@dataclass(frozen=True, slots=True)
-class Design:
-    """Rows of equation (5) as indices and covariates: t in [0, 1] of the round, n >= 0."""
-
-    player: IntArray
-    image: IntArray
-    t: FloatArray
-    n: FloatArray
-    n_players: int
-    n_images: int
-
-    @property
-    def n_params(self) -> int:
-        return 3 + self.n_players + self.n_images
-
-    def subset(self, rows: npt.NDArray[np.int64]) -> Design:
-        return Design(
-            self.player[rows], self.image[rows], self.t[rows], self.n[rows], self.n_players, self.n_images
+def _identification_problem(d: Design, y: FloatArray, weight: FloatArray, se: FloatArray) -> str | None:
+    """Why the data cannot pin down the shared coefficients, or None when they can."""
+    successes, failures = dot(weight, y), dot(weight, 1.0 - y)
+    if min(successes, failures) < MIN_OUTCOMES:
+        return (
+            f"too few verdicts: {successes:.0f} successes and {failures:.0f} failures "
+            f"(at least {MIN_OUTCOMES} of each are needed)"
         )
+    if d.n_players < 2 or d.n_images < 2:
+        return f"too few players or images ({d.n_players} players, {d.n_images} images; at least 2 each)"
+    for name, column in (("time", d.t), ("fatigue", d.n)):
+        if np.ptp(column) == 0:
+            return f"the {name} covariate never varies, so it cannot be told apart from the intercept"
+    if not np.isfinite(se).all() or float(se.max()) > MAX_SE:
+        worst = SHARED[int(np.nanargmax(np.where(np.isfinite(se), se, np.inf)))]
+        return f"the Hessian is singular or ill-conditioned (standard error of {worst} > {MAX_SE:g})"
+    return None
 
 
 def covariates(
@@ -81,160 +87,6 @@ def covariates(
     n = np.empty(turns.shape[0])
     n[order] = np.arange(s_sorted.size) - first
     return t, n
-
-
-def dot(a: FloatArray, b: FloatArray) -> float:
-    """Inner product without BLAS: threaded ddot stalls on busy machines, einsum streams."""
-    return float(np.einsum("i,i->", a, b))
-
-
-def linear_predictor(theta: FloatArray, d: Design) -> FloatArray:
-    """eta = c + A_i - B_j - g t - f n for every row."""
-    c, g, f = theta[0], theta[1], theta[2]
-    a = theta[3 : 3 + d.n_players]
-    b = theta[3 + d.n_players :]
-    return np.asarray(c + a[d.player] - b[d.image] - g * d.t - f * d.n, dtype=np.float64)
-
-
-def gradient_from_residual(theta: FloatArray, d: Design, r: FloatArray, alpha: float) -> FloatArray:
-    """Gradient of sum(loss) + alpha/2 (|A|^2 + |B|^2) given r = d loss / d eta per row."""
-    a = theta[3 : 3 + d.n_players]
-    b = theta[3 + d.n_players :]
-    out = np.empty_like(theta)
-    out[0] = r.sum()
-    out[1] = -dot(r, d.t)
-    out[2] = -dot(r, d.n)
-    out[3 : 3 + d.n_players] = np.bincount(d.player, r, minlength=d.n_players) + alpha * a
-    out[3 + d.n_players :] = -np.bincount(d.image, r, minlength=d.n_images) + alpha * b
-    return out
-
-
-class Preconditioner:
-    """theta <-> x with x scaled by sqrt(curvature) and the covariates centred, so L-BFGS sees a
-    roughly unit-diagonal Hessian."""
-
-    def __init__(self, d: Design, weight: FloatArray, alpha: float, curvature: float = 0.25) -> None:
-        w = weight * curvature
-        total = max(float(weight.sum()), 1e-12)
-        self.t_mean = dot(weight, d.t) / total
-        self.n_mean = dot(weight, d.n) / total
-        floor = 1e-8 * max(float(w.sum()), 1.0)
-        s = np.empty(d.n_params)
-        s[0] = w.sum()
-        s[1] = dot(w, (d.t - self.t_mean) ** 2)
-        s[2] = dot(w, (d.n - self.n_mean) ** 2)
-        s[3 : 3 + d.n_players] = np.bincount(d.player, w, minlength=d.n_players) + alpha
-        s[3 + d.n_players :] = np.bincount(d.image, w, minlength=d.n_images) + alpha
-        self.scale = np.sqrt(np.maximum(s, floor) / total)
-
-    def to_theta(self, x: FloatArray) -> FloatArray:
-        theta = x / self.scale
-        theta[0] += theta[1] * self.t_mean + theta[2] * self.n_mean
-        return theta
-
-    def to_x(self, theta: FloatArray) -> FloatArray:
-        z = theta.copy()
-        z[0] -= theta[1] * self.t_mean + theta[2] * self.n_mean
-        return z * self.scale
-
-    def grad_to_x(self, grad: FloatArray) -> FloatArray:
-        out = grad.copy()
-        out[1] += self.t_mean * grad[0]
-        out[2] += self.n_mean * grad[0]
-        return out / self.scale
-
-
-def minimize_lbfgs(
-    loss: Callable[[FloatArray], tuple[float, FloatArray]],
-    theta0: FloatArray,
-    pre: Preconditioner,
-    *,
-    scale: float,
-    max_iter: int,
-    tol: float,
-) -> tuple[FloatArray, list[float], int, bool]:
-    """L-BFGS on loss/scale in preconditioned coordinates; returns theta, history, iterations, success."""
-    history: list[float] = []
-
-    def fun(x: FloatArray) -> tuple[float, FloatArray]:
-        value, grad = loss(pre.to_theta(x))
-        return value / scale, pre.grad_to_x(grad) / scale
-
-    def callback(intermediate_result: optimize.OptimizeResult) -> None:
-        history.append(float(intermediate_result.fun))
-
-    res = optimize.minimize(
-        fun,
-        pre.to_x(theta0),
-        jac=True,
-        method="L-BFGS-B",
-        callback=callback,
-        options={"maxiter": max_iter, "gtol": tol, "ftol": tol * 1e-4, "maxcor": 20},
-    )
-    return pre.to_theta(res.x), history, int(res.nit), bool(res.success)
-
-
-def logistic_loss(
-    theta: FloatArray, d: Design, y: FloatArray, weight: FloatArray, alpha: float
-) -> tuple[float, FloatArray]:
-    """Penalised negative log-likelihood of equation (6) and its gradient (targets may be soft)."""
-    eta = linear_predictor(theta, d)
-    nll = dot(weight, np.logaddexp(0.0, eta) - y * eta)
-    r = weight * (special.expit(eta) - y)
-    penalty = 0.5 * alpha * dot(theta[3:], theta[3:])
-    return nll + penalty, gradient_from_residual(theta, d, r, alpha)
-
-
-def _hessian_parts(
-    theta: FloatArray, d: Design, weight: FloatArray, alpha: float
-) -> tuple[FloatArray, FloatArray, sparse.csr_matrix]:
-    """Blocks of the penalised Hessian: shared 3x3, shared x (A, B), and the sparse (A, B) block."""
-    p = special.expit(linear_predictor(theta, d))
-    w = weight * p * (1 - p)
-    cols = np.stack([np.ones_like(d.t), -d.t, -d.n])  # d eta / d (c, g, f)
-    h_ss = np.einsum("in,jn->ij", cols * w, cols)
-    h_sr = np.concatenate(
-        [
-            np.stack([np.bincount(d.player, w * col, minlength=d.n_players) for col in cols]),
-            -np.stack([np.bincount(d.image, w * col, minlength=d.n_images) for col in cols]),
-        ],
-        axis=1,
-    )
-    n_p, n_i = d.n_players, d.n_images
-    diag = (
-        np.concatenate([np.bincount(d.player, w, minlength=n_p), np.bincount(d.image, w, minlength=n_i)])
-        + alpha
-    )
-    cross = sparse.coo_matrix((-w, (d.player, d.image)), shape=(n_p, n_i)).tocsr()
-    h_rr = sparse.bmat([[sparse.diags(diag[:n_p]), cross], [cross.T, sparse.diags(diag[n_p:])]]).tocsr()
-    return h_ss, h_sr, h_rr
-
-
-def standard_errors(
-    theta: FloatArray, d: Design, weight: FloatArray, alpha: float
-) -> tuple[FloatArray, FloatArray, bool]:
-    """(covariance of c, g, f; standard errors of A then B; whether the A/B errors are exact)."""
-    h_ss, h_sr, h_rr = _hessian_parts(theta, d, weight, alpha)
-    n_r = h_rr.shape[0]
-    if n_r <= _DENSE_LIMIT:
-        full = np.zeros((3 + n_r, 3 + n_r))
-        full[:3, :3] = h_ss
-        full[:3, 3:] = h_sr
-        full[3:, :3] = h_sr.T
-        full[3:, 3:] = h_rr.toarray()
-        try:  # positive definite whenever alpha > 0: Cholesky is fast and exact
-            factor = linalg.cho_factor(full)
-            cov = linalg.cho_solve(factor, np.eye(full.shape[0]))
-        except linalg.LinAlgError:  # alpha = 0: A, B and c are only identified up to shifts
-            cov = linalg.pinvh(full)
-        return cov[:3, :3], np.sqrt(np.maximum(np.diag(cov)[3:], 0.0)), True
-    diag = h_rr.diagonal()
-    pre = splinalg.LinearOperator(h_rr.shape, matvec=lambda v: v / diag, dtype=np.float64)
-    solved = np.empty((n_r, 3))
-    for k in range(3):
-        solved[:, k], _ = splinalg.cg(h_rr, h_sr[k], rtol=1e-10, atol=0.0, maxiter=5000, M=pre)
-    schur = h_ss - h_sr @ solved
-    return linalg.pinvh(schur), 1.0 / np.sqrt(np.maximum(diag, 1e-300)), False
 
 
 class PlayerModel(BaseEstimator):
@@ -267,6 +119,11 @@ class PlayerModel(BaseEstimator):
         False when A and B errors are conditional (large problems).
     loglik_ : float
         Unpenalised log-likelihood (6) at the optimum.
+    identified_ : bool
+        Whether the data pin the shared coefficients down (enough of both outcomes, at least two
+        players and images, varying covariates, standard errors below 10).
+    not_identified_ : str or None
+        Why not, in one sentence; then ``coef_`` is wherever the optimiser stopped, not an estimate.
     n_iter_, loss_history_, converged_
 
     Examples
@@ -327,13 +184,13 @@ class PlayerModel(BaseEstimator):
             player.astype(np.int64), image.astype(np.int64), t[rows], nf[rows], len(players), len(images)
         )
         y_r, w_r = target[rows], weight[rows]
-        theta0 = np.zeros(d.n_params)
+        coef0 = np.zeros(d.n_params)
         mean = float(np.clip(dot(w_r, y_r) / w_r.sum(), 1e-6, 1 - 1e-6))
-        theta0[0] = special.logit(mean)
+        coef0[0] = special.logit(mean)
         pre = Preconditioner(d, w_r, self.alpha, curvature=mean * (1 - mean))
-        theta, history, n_iter, ok = minimize_lbfgs(
-            lambda th: logistic_loss(th, d, y_r, w_r, self.alpha),
-            theta0,
+        coef, history, n_iter, ok = minimize_lbfgs(
+            lambda c: logistic_loss(c, d, y_r, w_r, self.alpha),
+            coef0,
             pre,
             scale=float(w_r.sum()),
             max_iter=self.max_iter,
@@ -345,18 +202,21 @@ class PlayerModel(BaseEstimator):
                 ConvergenceWarning,
                 stacklevel=2,
             )
-        cov, se_r, exact = standard_errors(theta, d, w_r, self.alpha)
-        eta = linear_predictor(theta, d)
-        self.coef_ = pd.Series(theta[:3], index=list(SHARED), name="coef")
+        cov, se_r, exact = standard_errors(coef, d, w_r, self.alpha)
+        eta = linear_predictor(coef, d)
+        se = np.sqrt(np.maximum(np.diag(cov), 0.0))
+        self.coef_ = pd.Series(coef[:3], index=list(SHARED), name="coef")
         self.covariance_ = pd.DataFrame(cov, index=list(SHARED), columns=list(SHARED))
-        self.se_ = pd.Series(np.sqrt(np.maximum(np.diag(cov), 0.0)), index=list(SHARED), name="se")
+        self.se_ = pd.Series(se, index=list(SHARED), name="se")
+        self.not_identified_ = _identification_problem(d, y_r, w_r, se)
+        self.identified_ = self.not_identified_ is None
         n_p = d.n_players
         self.ability_ = pd.Series(
-            theta[3 : 3 + n_p], index=pd.Index(players, name="player_id"), name="ability"
+            coef[3 : 3 + n_p], index=pd.Index(players, name="player_id"), name="ability"
         )
         self.ability_se_ = pd.Series(se_r[:n_p], index=self.ability_.index, name="ability_se")
         self.difficulty_ = pd.Series(
-            theta[3 + n_p :], index=pd.Index(images, name="image_id"), name="difficulty"
+            coef[3 + n_p :], index=pd.Index(images, name="image_id"), name="difficulty"
         )
         self.difficulty_se_ = pd.Series(se_r[n_p:], index=self.difficulty_.index, name="difficulty_se")
         self.se_exact_ = exact

@@ -33,34 +33,40 @@ from __future__ import annotations
 
 import numbers
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Self
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, special
+from scipy import special
 
 from gap.errors import ConfigError, InputError
 from gap.quality._base import BaseEstimator, ConvergenceWarning, Interval
-from gap.quality._grouping import Embedder, question_items
-from gap.quality._player_model import (
+from gap.quality._glm import (
     Design,
     Preconditioner,
-    covariates,
     dot,
     gradient_from_residual,
     linear_predictor,
     minimize_lbfgs,
 )
+from gap.quality._grouping import Embedder, question_items
+from gap.quality._player_model import covariates
+from gap.quality._rates import (
+    BetaPair,
+    Grid,
+    Rates,
+    beta_posterior_mean,
+    beta_step,
+    fit_beta_prior,
+    grid_rates,
+    tainted_cells,
+    tainted_nll,
+)
 from gap.quality._table import EncodedTurns, FloatArray, IntArray, encode_turns
 
-_EPS = 1e-10
-_STRENGTH_BOUNDS = (0.5, 1e4)
-# The NPMLE stops when a SQUAREM cycle gains < 1e-8 log-likelihood per player: the posterior means
-# are then within ~2e-3 of the fully converged fit, far inside their sampling error.
-_NPMLE_TOL = 1e-8
-_NPMLE_MAX_ITER = 1000
 _COARSE_ROWS = 100_000
+_PI_START = 0.3  # P(M=0) on untainted items before the first M-step
 
 
 def _is_beta_pair(value: object) -> bool:
@@ -84,213 +90,6 @@ def _is_seed(value: object) -> bool:
         or isinstance(value, np.random.Generator)
         or (isinstance(value, numbers.Integral) and not isinstance(value, bool))
     )
-
-
-# --------------------------------------------------------------------------------------------------
-# Rates: tainted likelihood (equations 1-2)
-
-
-def _tainted_cells(enc: EncodedTurns, n_players: int) -> FloatArray:
-    """Turn counts per (player, instructed, verdict=wrong) cell, shape (players, 2, 2)."""
-    t = ~enc.untainted
-    code = enc.player[t] * 4 + enc.instructed[t] * 2 + enc.wrong[t]
-    return np.bincount(code, minlength=4 * n_players).astype(np.float64).reshape(n_players, 2, 2)
-
-
-def _tainted_nll(cells: FloatArray, a: FloatArray, b: FloatArray, epsilon: float, delta: float) -> float:
-    q = np.stack([a * epsilon + b * (1 - epsilon), a * (1 - delta) + b * delta], axis=1)  # P(H=0 | I)
-    q = np.clip(q, _EPS, 1 - _EPS)
-    return float(-np.sum(cells[:, :, 1] * np.log(q) + cells[:, :, 0] * np.log1p(-q)))
-
-
-def _grid(size: int) -> tuple[FloatArray, FloatArray]:
-    g = np.linspace(0.005, 0.995, size)
-    a, b = np.meshgrid(g, g, indexing="ij")
-    return a.ravel(), b.ravel()
-
-
-def _npmle(
-    lik: FloatArray, mult: FloatArray, w: FloatArray, tol: float, max_iter: int
-) -> tuple[FloatArray, int]:
-    """Kiefer-Wolfowitz NPMLE of mixing weights: maximise sum_p m_p log(L_p . w) over the simplex.
-
-    EM accelerated by SQUAREM (Varadhan and Roland 2008, scheme S3 with step backtracking, so every
-    cycle is monotone); ``lik`` holds each player's likelihood at every grid point, scaled per row.
-    The solution is sparse, so grid points whose weight has died (< 1e-9 of the largest) leave the
-    active set; at the end the KKT condition (no inactive point would gain weight) is checked and
-    violators come back. Stops when a cycle gains less than ``tol`` log-likelihood per player.
-    """
-    total = mult.sum()
-
-    def em(sub: FloatArray, v: FloatArray) -> tuple[FloatArray, float]:
-        # einsum rather than BLAS gemv: no thread start-up, steadier on shared machines
-        s = np.maximum(np.einsum("pg,g->p", sub, v), 1e-300)
-        return v * np.einsum("pg,p->g", sub, mult / s) / total, dot(mult, np.log(s))
-
-    it = 0
-    active = np.flatnonzero(w > 0)
-    for _round in range(5):  # active-set rounds; one or two in practice
-        sub = np.ascontiguousarray(lik[:, active])
-        v = w[active] / w[active].sum()
-        step_max = 1.0
-        while it < max_iter:
-            it += 1
-            v1, ll0 = em(sub, v)
-            v2, _ = em(sub, v1)
-            r, q = v1 - v, v2 - 2 * v1 + v
-            nq = float(np.sqrt(dot(q, q)))
-            step = -1.0 if nq == 0 else max(min(-float(np.sqrt(dot(r, r))) / nq, -1.0), -step_max)
-            while True:
-                vp = np.clip(v - 2 * step * r + step * step * q, 0.0, None)
-                vp /= vp.sum()
-                v3, ll3 = em(sub, vp)  # ll3 is the log-likelihood at vp
-                if ll3 >= ll0 or step == -1.0:
-                    break
-                step = min((step - 1.0) / 2.0, -1.0)  # back towards the plain double EM step
-            if step == -step_max:
-                step_max *= 4.0
-            v = v3
-            alive = v > 1e-9 * v.max()
-            if alive.sum() < 0.8 * alive.size:  # prune in batches: each prune copies the matrix
-                sub, v, active = np.ascontiguousarray(sub[:, alive]), v[alive] / v[alive].sum(), active[alive]
-            if ll3 - ll0 < tol * total:
-                break
-        w = np.zeros_like(w)
-        w[active] = v
-        # KKT: at the optimum no grid point has a directional derivative above total.
-        s = np.maximum(np.einsum("pg,g->p", sub, v), 1e-300)
-        gain = np.einsum("pg,p->g", lik, mult / s) / total
-        violators = np.flatnonzero((gain > 1.0 + 1e-3) & (w == 0))
-        if violators.size == 0 or it >= max_iter:
-            break
-        w[violators] = 1e-3 / violators.size
-        w /= w.sum()
-        active = np.flatnonzero(w > 0)
-    return w, it
-
-
-def _grid_rates(
-    counts: FloatArray,
-    grid_a: FloatArray,
-    grid_b: FloatArray,
-    columns: FloatArray,
-    w: FloatArray,
-    max_players: int,
-    rng: np.random.Generator,
-) -> tuple[FloatArray, FloatArray, FloatArray, bool]:
-    """Posterior-mean a, b per player under the NPMLE grid prior, from per-player count columns
-    whose log-likelihood at each grid point is ``counts @ columns``.
-
-    The prior's weights are fitted on at most ``max_players`` players drawn at random (plenty to
-    pin down a 2-D distribution); the posterior means then cover every player.
-    """
-    uniq, inverse, mult = np.unique(counts, axis=0, return_inverse=True, return_counts=True)
-    inverse = inverse.ravel()
-    loglik = uniq @ columns
-    loglik -= loglik.max(axis=1, keepdims=True)
-    lik = np.exp(loglik)
-    weight = np.where(uniq.sum(axis=1) > 0, mult, 0).astype(np.float64)
-    if weight.sum() > max_players:  # a random subset of players, by multiplicity
-        drawn = rng.choice(inverse.size, max_players, replace=False)
-        weight = np.bincount(inverse[drawn], minlength=uniq.shape[0]).astype(np.float64)
-        weight[uniq.sum(axis=1) == 0] = 0.0
-    ok = True
-    use = weight > 0
-    if use.any():
-        w, n_iter = _npmle(lik[use], weight[use], w, _NPMLE_TOL, _NPMLE_MAX_ITER)
-        ok = n_iter < _NPMLE_MAX_ITER
-    den = lik @ w
-    a = (lik @ (w * grid_a)) / den
-    b = (lik @ (w * grid_b)) / den
-    return np.clip(a[inverse], _EPS, 1 - _EPS), np.clip(b[inverse], _EPS, 1 - _EPS), w, ok
-
-
-def _grid_columns(grid_a: FloatArray, grid_b: FloatArray, epsilon: float, delta: float) -> FloatArray:
-    """log-likelihood rows for the count columns (I0 correct, I0 wrong, I1 correct, I1 wrong,
-    then untainted expected counts: M=0 correct, M=0 wrong, M=1 correct, M=1 wrong)."""
-    q0 = grid_a * epsilon + grid_b * (1 - epsilon)
-    q1 = grid_a * (1 - delta) + grid_b * delta
-    return np.stack(
-        [
-            np.log1p(-q0),
-            np.log(q0),
-            np.log1p(-q1),
-            np.log(q1),
-            np.log1p(-grid_a),
-            np.log(grid_a),
-            np.log1p(-grid_b),
-            np.log(grid_b),
-        ]
-    )
-
-
-# --------------------------------------------------------------------------------------------------
-# Rates: Beta priors (the plain design of METHOD.md section 3)
-
-
-def _fit_beta_prior(k: FloatArray, n: FloatArray, start: tuple[float, float]) -> tuple[float, float]:
-    """Empirical Bayes: the Beta(alpha, beta) maximising the beta-binomial likelihood of (k, n).
-
-    Counts may be fractional (expected counts); the gamma-function form extends the likelihood to
-    them. Parametrised by mean (logit) and strength alpha + beta (log, bounded so that a population
-    without spread gives a strong but finite prior).
-    """
-    keep = n > 1e-9
-    k, n = k[keep], n[keep]
-    if k.size == 0:
-        return start
-    m0 = min(max(start[0] / (start[0] + start[1]), 1e-4), 1 - 1e-4)
-    s0 = min(max(start[0] + start[1], _STRENGTH_BOUNDS[0]), _STRENGTH_BOUNDS[1])
-    nk = n - k
-
-    def objective(x: FloatArray) -> tuple[float, FloatArray]:
-        m = special.expit(x[0])
-        s = np.exp(x[1])
-        al, be = m * s, (1 - m) * s
-        ll = np.sum(
-            special.gammaln(al + k)
-            + special.gammaln(be + nk)
-            - special.gammaln(s + n)
-            - special.gammaln(al)
-            - special.gammaln(be)
-            + special.gammaln(s)
-        )
-        d_s = special.digamma(s) - special.digamma(s + n)
-        d_al = np.sum(special.digamma(al + k) - special.digamma(al) + d_s)
-        d_be = np.sum(special.digamma(be + nk) - special.digamma(be) + d_s)
-        grad = np.array([(d_al - d_be) * s * m * (1 - m), d_al * al + d_be * be])
-        return -float(ll) / k.size, -grad / k.size
-
-    res = optimize.minimize(
-        objective,
-        np.array([special.logit(m0), np.log(s0)]),
-        jac=True,
-        method="L-BFGS-B",
-        bounds=[(special.logit(1e-4), special.logit(1 - 1e-4)), tuple(np.log(_STRENGTH_BOUNDS))],
-        options={"maxiter": 100, "ftol": 1e-12, "gtol": 1e-8},
-    )
-    m = float(special.expit(res.x[0]))
-    s = float(np.exp(res.x[1]))
-    return m * s, (1 - m) * s
-
-
-def _posterior_mean(k: FloatArray, n: FloatArray, prior: tuple[float, float]) -> FloatArray:
-    return np.clip((prior[0] + k) / (prior[0] + prior[1] + n), _EPS, 1 - _EPS)
-
-
-def _tainted_expected_counts(
-    cells: FloatArray, a: FloatArray, b: FloatArray, epsilon: float, delta: float
-) -> FloatArray:
-    """E-step on tainted cells: expected (M=0 correct, M=0 wrong, M=1 correct, M=1 wrong) counts."""
-    prior0 = np.array([epsilon, 1 - delta])[None, :, None]
-    like0 = np.stack([1 - a, a], axis=1)[:, None, :]
-    like1 = np.stack([1 - b, b], axis=1)[:, None, :]
-    x0 = np.log(prior0) + np.log(like0)
-    x1 = np.log(1 - prior0) + np.log(like1)
-    w = np.exp(x0 - np.logaddexp(x0, x1))
-    m0 = (cells * w).sum(axis=1)
-    m1 = (cells * (1 - w)).sum(axis=1)
-    return np.concatenate([m0, m1], axis=1)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -323,30 +122,142 @@ def _build_items(enc: EncodedTurns, item: IntArray, n_items: int) -> _Items:
     return _Items(turn_item=turn_item, rows=rows, first=first, n=n_items)
 
 
-def _mixture_nll(
-    log_pi: FloatArray, log_1mpi: FloatArray, l0: FloatArray, l1: FloatArray
-) -> tuple[float, FloatArray]:
-    x0, x1 = log_pi + l0, log_1mpi + l1
-    tot = np.logaddexp(x0, x1)
-    return -float(tot.sum()), np.exp(x0 - tot)
+@dataclass(frozen=True, slots=True)
+class _Data:
+    """One fit's encoded input: tainted counts per player, untainted items, the equation (5) rows."""
+
+    enc: EncodedTurns
+    items: _Items
+    cells: FloatArray  # tainted counts, (players, instructed, wrong)
+    design: Design | None  # one row per item ("model" prior of M)
+    epsilon: float
+    delta: float
+
+    @property
+    def n_players(self) -> int:
+        return len(self.enc.players)
+
+    @property
+    def n_images(self) -> int:
+        return len(self.enc.images)
+
+    @property
+    def item_image(self) -> IntArray:
+        return self.enc.image[self.items.first]
+
+    def tainted_nll(self, rates: Rates) -> float:
+        return tainted_nll(self.cells, rates.a, rates.b, self.epsilon, self.delta)
+
+    def item_logliks(self, rates: Rates) -> tuple[FloatArray, FloatArray]:
+        """log P(verdicts of each item | M=0) and | M=1), from the players' rates."""
+        player, wrong = self.enc.player[self.items.rows], self.enc.wrong[self.items.rows]
+        a, b = rates.a[player], rates.b[player]
+        l0 = self.items.sums_untainted(np.log(np.where(wrong, a, 1 - a)))
+        l1 = self.items.sums_untainted(np.log(np.where(wrong, b, 1 - b)))
+        return l0, l1
+
+    def soft_counts(self, post: FloatArray) -> FloatArray:
+        """Expected (M=0 correct, M=0 wrong, M=1 correct, M=1 wrong) untainted counts per player."""
+        n = self.n_players
+        w0 = post[self.items.turn_item]
+        code = self.enc.player[self.items.rows] * 2 + self.enc.wrong[self.items.rows]
+        m0 = np.bincount(code, w0, minlength=2 * n).reshape(n, 2)
+        m1 = np.bincount(code, 1 - w0, minlength=2 * n).reshape(n, 2)
+        return np.concatenate([m0, m1], axis=1)
 
 
-def _mixture_loss(theta: FloatArray, d: Design, llr: FloatArray, alpha: float) -> tuple[float, FloatArray]:
+# --------------------------------------------------------------------------------------------------
+# The prior of M on untainted items, and the EM on it
+
+
+@dataclass(frozen=True, slots=True)
+class _PriorOfM:
+    """P(M=0) of an untainted item before its verdicts: one pi, one pi per image, or equation (5)."""
+
+    by: str  # "global", "image" or "model"
+    pi: FloatArray  # one value ("global") or one per image ("image")
+    prior_pi: BetaPair  # Beta prior of the per-image pi
+    coef: FloatArray  # equation (5)'s (c, g, f, A, B) ("model"); empty otherwise
+
+    def log_odds(self, data: _Data) -> FloatArray:
+        if self.by == "model":
+            assert data.design is not None
+            return linear_predictor(self.coef, data.design)
+        pi = self.pi[data.item_image] if self.by == "image" else np.full(data.items.n, self.pi[0])
+        return np.asarray(special.logit(pi), dtype=np.float64)
+
+
+def _start_prior_of_m(by: str, data: _Data) -> _PriorOfM:
+    coef = np.zeros(data.design.n_params if data.design is not None else 0)
+    if coef.size:
+        coef[0] = special.logit(_PI_START)
+    pi = np.full(data.n_images if by == "image" else 1, _PI_START)
+    return _PriorOfM(by=by, pi=pi, prior_pi=(3.0, 7.0), coef=coef)
+
+
+def _e_step(log_odds: FloatArray, l0: FloatArray, l1: FloatArray) -> tuple[float, FloatArray]:
+    """Posterior P(M=0 | verdicts) per item, and the negative log marginal likelihood of the verdicts."""
+    x0 = l0 - np.logaddexp(0.0, -log_odds)
+    x1 = l1 - np.logaddexp(0.0, log_odds)
+    total = np.logaddexp(x0, x1)
+    return -float(total.sum()), np.exp(x0 - total)
+
+
+def _pi_m_step(prior: _PriorOfM, post: FloatArray, data: _Data) -> _PriorOfM:
+    """M-step of pi from the items' posteriors: their mean, or per image a Beta-shrunk mean whose
+    Beta prior is fitted across images (empirical Bayes)."""
+    if post.size == 0:
+        return prior
+    if prior.by == "image":
+        k = np.bincount(data.item_image, post, minlength=data.n_images).astype(np.float64)
+        n = np.bincount(data.item_image, minlength=data.n_images).astype(np.float64)
+        prior_pi = fit_beta_prior(k, n, prior.prior_pi)
+        return replace(prior, pi=beta_posterior_mean(k, n, prior_pi), prior_pi=prior_pi)
+    return replace(prior, pi=np.clip(np.array([post.mean()]), 1e-6, 1 - 1e-6))
+
+
+def _mixture_loss(coef: FloatArray, d: Design, llr: FloatArray, alpha: float) -> tuple[float, FloatArray]:
     """-log sum_M P(M | eta) P(verdicts | M) per item, with pi = sigmoid(eta) from equation (5).
 
     With llr = log P(verdicts | M=0) - log P(verdicts | M=1), the loss is softplus(eta) -
     softplus(eta + llr) up to a constant, and its derivative pi - P(M=0 | verdicts): a logistic
     regression on the posterior.
     """
-    eta = linear_predictor(theta, d)
+    eta = linear_predictor(coef, d)
     eta1 = eta + llr
     # softplus(x) = max(x, 0) + log(1 + exp(-|x|)); one log of a ratio serves both terms
     # (log1p is not vectorised in numpy; the 1e-16 it would add is below the sum's rounding)
     ratio = (1.0 + np.exp(-np.abs(eta))) / (1.0 + np.exp(-np.abs(eta1)))
     sp = np.maximum(eta, 0.0) - np.maximum(eta1, 0.0) + np.log(ratio)
     r = special.expit(eta) - special.expit(eta1)
-    nll = float(sp.sum()) + 0.5 * alpha * dot(theta[3:], theta[3:])
-    return nll, gradient_from_residual(theta, d, r, alpha)
+    nll = float(sp.sum()) + 0.5 * alpha * dot(coef[3:], coef[3:])
+    return nll, gradient_from_residual(coef, d, r, alpha)
+
+
+class _Progress:
+    """The loss after every iteration of every loop of one fit, each loop's stopping rule, and the
+    problems to report as :class:`ConvergenceWarning` at the end."""
+
+    def __init__(self, tol: float, n_turns: int) -> None:
+        self.tol = tol
+        self.n_turns = max(n_turns, 1)
+        self.history: list[float] = []
+        self.problems: list[str] = []
+        self._loop_start = 0
+
+    def new_loop(self) -> None:
+        self._loop_start = len(self.history)
+
+    def record(self, nll: float) -> bool:
+        """Record a loss (summed over turns); True when it moved by less than ``tol`` per turn
+        since this loop's previous iteration."""
+        self.history.append(nll / self.n_turns)
+        return len(self.history) - self._loop_start > 1 and self.last_change() < self.tol
+
+    def last_change(self) -> float:
+        if len(self.history) - self._loop_start < 2:
+            return float("inf")
+        return abs(self.history[-2] - self.history[-1])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -398,13 +309,14 @@ class ReliabilityEstimator(BaseEstimator):
     Attributes
     ----------
     players_ : DataFrame indexed by player_id
-        ``a``, ``b``, ``weight`` (a - b: 0 for random or always-Wrong players, 1 for perfect ones),
+        ``a``, ``b``, ``informedness`` (a - b, Youden's J: 0 for random or always-Wrong players,
+        1 for perfect ones),
         ``n_tainted``, ``n_untainted``.
     a_, b_ : Series indexed by player_id
     prior_mean_ : (float, float)
         Population mean (a, b): the rates of a player never seen.
     prior_grid_ : DataFrame or None
-        Support of the grid prior: ``a``, ``b``, ``weight``.
+        Support of the grid prior: ``a``, ``b`` and the mixing ``weight`` of each point.
     prior_a_, prior_b_ : (alpha, beta) or None
         The Beta priors when ``prior="beta"``.
     pi_by_ : str
@@ -417,7 +329,9 @@ class ReliabilityEstimator(BaseEstimator):
         The equation (5) prior (``pi_by="model"``).
     n_iter_ : int
     loss_history_ : list of float
-        Mean negative log-likelihood per turn (tainted and untainted) after each iteration.
+        Mean negative log-likelihood per turn after each iteration of each EM loop: with Beta
+        priors and ``rates_from="tainted"``, first the rates' loop (tainted turns only), then the
+        loop on the prior of M (all turns); otherwise one loop over all turns.
     converged_ : bool
 
     Examples
@@ -551,199 +465,224 @@ class ReliabilityEstimator(BaseEstimator):
         )
 
     def _fit_encoded(self, enc: EncodedTurns, items: _Items, pi_by: str, design: Design | None) -> None:
-        n_players, n_images = len(enc.players), len(enc.images)
-        cells = _tainted_cells(enc, n_players)
+        data = _Data(enc, items, tainted_cells(enc, len(enc.players)), design, self.epsilon, self.delta)
         rng = np.random.default_rng(self.random_state)
-        joint = self.rates_from == "all"
-        grid_a, grid_b = _grid(self.grid_size)
-        columns = _grid_columns(grid_a, grid_b, self.epsilon, self.delta)
-        grid_w = np.full(grid_a.size, 1.0 / grid_a.size)
-        prior_a: tuple[float, float] = (4.0, 1.0)
-        prior_b: tuple[float, float] = (1.0, 4.0)
-        if self.prior_a is not None:
-            prior_a = (float(self.prior_a[0]), float(self.prior_a[1]))
-        if self.prior_b is not None:
-            prior_b = (float(self.prior_b[0]), float(self.prior_b[1]))
-        a = np.full(n_players, prior_a[0] / sum(prior_a))
-        b = np.full(n_players, prior_b[0] / sum(prior_b))
-        # State of the prior of M: a logit per item ("global"/"image": from pi; "model": from eta).
-        pi = np.full(n_images if pi_by == "image" else 1, 0.3)
-        prior_pi = (3.0, 7.0)
-        theta = np.zeros(design.n_params) if design is not None else np.zeros(0)
-        if design is not None:
-            theta[0] = special.logit(0.3)
-        item_image = enc.image[items.first]
-        u_player, u_wrong = enc.player[items.rows], enc.wrong[items.rows]
-        soft = np.zeros((n_players, 4))  # untainted expected counts, used when rates_from="all"
-        history: list[float] = []
-        converged = False
-        n_iter = 0
-        n_turns = max(enc.n, 1)
-        # With rates from tainted turns only, the rates do not depend on the prior of M: they
-        # converge first (exactly, in one pass, under the grid prior), then the prior of M is fitted
-        # (exactly, in one L-BFGS solve, for the "model" prior). With rates_from="all" both move
-        # together, EM style.
-        rates_done = False
-        pi_active = joint or self.prior == "grid"
-        for n_iter in range(1, self.max_iter + 1):  # noqa: B007 - read after the loop
-            if not rates_done:
-                if self.prior == "grid":
-                    counts = np.concatenate([cells.reshape(n_players, 4), soft], axis=1)
-                    a, b, grid_w, ok = _grid_rates(
-                        counts, grid_a, grid_b, columns, grid_w, self.max_prior_players, rng
-                    )
-                    if not ok:
-                        warnings.warn(
-                            "ReliabilityEstimator: the grid prior stopped at its iteration limit",
-                            ConvergenceWarning,
-                            stacklevel=4,
-                        )
-                    rates_done = not joint
-                else:
-                    ex = _tainted_expected_counts(cells, a, b, self.epsilon, self.delta) + soft
-                    k_a, n_a = ex[:, 1], ex[:, 0] + ex[:, 1]
-                    k_b, n_b = ex[:, 3], ex[:, 2] + ex[:, 3]
-                    if self.prior_a is None:
-                        prior_a = _fit_beta_prior(k_a, n_a, prior_a)
-                    if self.prior_b is None:
-                        prior_b = _fit_beta_prior(k_b, n_b, prior_b)
-                    a, b = _posterior_mean(k_a, n_a, prior_a), _posterior_mean(k_b, n_b, prior_b)
-            l0 = items.sums_untainted(np.log(np.where(u_wrong, a[u_player], 1 - a[u_player])))
-            l1 = items.sums_untainted(np.log(np.where(u_wrong, b[u_player], 1 - b[u_player])))
-            # Prior of M on untainted items (E-step, then its M-step when active).
-            if design is not None:
-                if pi_active:
-                    theta = self._fit_prior_model(theta, design, l0, l1, rng, joint)
-                eta = linear_predictor(theta, design)
-                sp = np.logaddexp(0.0, eta)
-                nll_u, post = _mixture_nll(eta - sp, -sp, l0, l1)
-            else:
-                logit_pi = special.logit(pi[item_image] if pi_by == "image" else np.full(items.n, pi[0]))
-                nll_u, post = _mixture_nll(
-                    -np.logaddexp(0.0, -logit_pi), -np.logaddexp(0.0, logit_pi), l0, l1
-                )
-                if pi_active and pi_by == "image":
-                    k = np.bincount(item_image, post, minlength=n_images).astype(np.float64)
-                    n = np.bincount(item_image, minlength=n_images).astype(np.float64)
-                    prior_pi = _fit_beta_prior(k, n, prior_pi)
-                    pi = _posterior_mean(k, n, prior_pi)
-                elif pi_active and items.n:
-                    pi = np.clip(np.array([post.mean()]), 1e-6, 1 - 1e-6)
-            if joint:
-                soft = self._untainted_soft_counts(enc, items, post, n_players)
-            history.append((_tainted_nll(cells, a, b, self.epsilon, self.delta) + nll_u) / n_turns)
-            small = len(history) > 1 and abs(history[-2] - history[-1]) < self.tol
-            if not pi_active:  # Beta-prior rates converging on their own
-                if small:
-                    rates_done = pi_active = True
-                continue
-            if (rates_done and design is not None) or small:
-                converged = True
-                break
+        grid = Grid.build(self.grid_size, self.epsilon, self.delta) if self.prior == "grid" else None
+        progress = _Progress(self.tol, enc.n)
+        rates = self._start_rates(data, grid)
+        prior_m = _start_prior_of_m(pi_by, data)
+        if self.rates_from == "tainted":
+            # The rates do not depend on the prior of M: fit them first, then the prior of M.
+            rates, rates_ok = self._fit_rates(data, rates, grid, rng, progress)
+            prior_m, post, pi_ok = self._fit_prior_of_m(data, rates, prior_m, rng, progress)
+            converged = rates_ok and pi_ok
+        else:
+            rates, prior_m, post, converged = self._fit_jointly(data, rates, prior_m, grid, rng, progress)
+        for problem in progress.problems:
+            warnings.warn(f"ReliabilityEstimator: {problem}", ConvergenceWarning, stacklevel=4)
         if not converged:
-            change = abs(history[-2] - history[-1]) if len(history) > 1 else float("inf")
             warnings.warn(
                 f"ReliabilityEstimator did not converge in {self.max_iter} iterations "
-                f"(last change {change:.2e} >= tol {self.tol:g}); raise max_iter or tol",
+                f"(last change {progress.last_change():.2e} >= tol {self.tol:g}); raise max_iter or tol",
                 ConvergenceWarning,
                 stacklevel=4,
             )
-
-        self.pi_by_ = pi_by
-        self.n_items_ = items.n
-        self.pi_ = float(post.mean()) if items.n else float("nan")
-        self.pi_image_ = pd.Series(pi, index=enc.images, name="pi") if pi_by == "image" else None
-        self.prior_pi_ = prior_pi if pi_by == "image" else None
-        if design is not None:
-            n_p = design.n_players
-            self.pi_coef_ = pd.Series(theta[:3], index=["intercept", "time", "fatigue"], name="coef")
-            self.pi_ability_ = pd.Series(theta[3 : 3 + n_p], index=enc.players, name="ability")
-            self.pi_difficulty_ = pd.Series(theta[3 + n_p :], index=enc.images, name="difficulty")
-        else:
-            self.pi_coef_ = self.pi_ability_ = self.pi_difficulty_ = None
-        if self.prior == "grid":
-            keep = grid_w > 1e-6
-            self.prior_grid_ = pd.DataFrame({"a": grid_a[keep], "b": grid_b[keep], "weight": grid_w[keep]})
-            self.prior_mean_ = (float(grid_w @ grid_a), float(grid_w @ grid_b))
-            self.prior_a_ = self.prior_b_ = None
-        else:
-            self.prior_grid_ = None
-            self.prior_a_ = (float(prior_a[0]), float(prior_a[1]))
-            self.prior_b_ = (float(prior_b[0]), float(prior_b[1]))
-            self.prior_mean_ = (prior_a[0] / sum(prior_a), prior_b[0] / sum(prior_b))
-        self.a_ = pd.Series(a, index=enc.players, name="a")
-        self.b_ = pd.Series(b, index=enc.players, name="b")
-        self.players_ = pd.DataFrame(
-            {
-                "a": a,
-                "b": b,
-                "weight": a - b,
-                "n_tainted": np.bincount(enc.player[~enc.untainted], minlength=n_players),
-                "n_untainted": np.bincount(enc.player[enc.untainted], minlength=n_players),
-            },
-            index=pd.Index(enc.players, name="player_id"),
-        )
-        self.n_iter_ = n_iter
-        self.loss_history_ = history
+        self._store(data, rates, prior_m, post, grid)
+        self.n_iter_ = len(progress.history)
+        self.loss_history_ = progress.history
         self.converged_ = converged
 
-    def _fit_prior_model(
+    # The three loops: rates alone, the prior of M alone, both together (rates_from="all").
+
+    def _fit_rates(
+        self, data: _Data, rates: Rates, grid: Grid | None, rng: np.random.Generator, progress: _Progress
+    ) -> tuple[Rates, bool]:
+        """Rates from the tainted turns alone: the grid prior in one pass (its NPMLE iterates
+        inside), the Beta priors by EM over the latent M of tainted turns."""
+        no_untainted = np.zeros((data.n_players, 4))
+        if grid is not None:
+            return self._rates_step(data, no_untainted, rates, grid, rng, progress), True
+        progress.new_loop()
+        for _ in range(self.max_iter):
+            rates = self._rates_step(data, no_untainted, rates, grid, rng, progress)
+            if progress.record(data.tainted_nll(rates)):
+                return rates, True
+        return rates, False
+
+    def _fit_prior_of_m(
+        self, data: _Data, rates: Rates, prior_m: _PriorOfM, rng: np.random.Generator, progress: _Progress
+    ) -> tuple[_PriorOfM, FloatArray, bool]:
+        """The prior of M with the rates fixed: EM on pi (global or per image), or the equation
+        (5) prior in one L-BFGS solve of the marginal likelihood. Returns the posteriors too."""
+        tainted = data.tainted_nll(rates)
+        l0, l1 = data.item_logliks(rates)
+        progress.new_loop()
+        if prior_m.by == "model":
+            prior_m = self._m_step_model(data, prior_m, l0, l1, rng, progress, partial=False)
+            nll, post = _e_step(prior_m.log_odds(data), l0, l1)
+            progress.record(tainted + nll)
+            return prior_m, post, True
+        for _ in range(self.max_iter):
+            nll, post = _e_step(prior_m.log_odds(data), l0, l1)
+            if progress.record(tainted + nll):
+                return prior_m, post, True
+            prior_m = _pi_m_step(prior_m, post, data)
+        return prior_m, post, False
+
+    def _fit_jointly(
         self,
-        theta: FloatArray,
-        design: Design,
+        data: _Data,
+        rates: Rates,
+        prior_m: _PriorOfM,
+        grid: Grid | None,
+        rng: np.random.Generator,
+        progress: _Progress,
+    ) -> tuple[Rates, _PriorOfM, FloatArray, bool]:
+        """Dawid-Skene style: untainted verdicts also teach the rates, weighted by their posteriors;
+        each iteration is an E-step, then the M-steps of the prior of M and of the rates."""
+        progress.new_loop()
+        post = np.zeros(data.items.n)
+        for _ in range(self.max_iter):
+            l0, l1 = data.item_logliks(rates)
+            if prior_m.by == "model":
+                prior_m = self._m_step_model(data, prior_m, l0, l1, rng, progress, partial=True)
+            nll, post = _e_step(prior_m.log_odds(data), l0, l1)
+            if progress.record(data.tainted_nll(rates) + nll):
+                return rates, prior_m, post, True
+            if prior_m.by != "model":
+                prior_m = _pi_m_step(prior_m, post, data)
+            rates = self._rates_step(data, data.soft_counts(post), rates, grid, rng, progress)
+        return rates, prior_m, post, False
+
+    # The M-steps.
+
+    def _start_rates(self, data: _Data, grid: Grid | None) -> Rates:
+        if grid is not None:
+            w = np.full(grid.a.size, 1.0 / grid.a.size)
+            return Rates(np.full(data.n_players, 0.8), np.full(data.n_players, 0.2), grid_weight=w)
+        prior_a = (4.0, 1.0) if self.prior_a is None else (float(self.prior_a[0]), float(self.prior_a[1]))
+        prior_b = (1.0, 4.0) if self.prior_b is None else (float(self.prior_b[0]), float(self.prior_b[1]))
+        a = np.full(data.n_players, prior_a[0] / sum(prior_a))
+        b = np.full(data.n_players, prior_b[0] / sum(prior_b))
+        return Rates(a, b, prior_a=prior_a, prior_b=prior_b)
+
+    def _rates_step(
+        self,
+        data: _Data,
+        soft: FloatArray,
+        rates: Rates,
+        grid: Grid | None,
+        rng: np.random.Generator,
+        progress: _Progress,
+    ) -> Rates:
+        """M-step of the rates given untainted expected counts ``soft`` (zero: tainted turns only)."""
+        if grid is None:
+            return beta_step(
+                data.cells,
+                soft,
+                rates,
+                epsilon=self.epsilon,
+                delta=self.delta,
+                fit_a=self.prior_a is None,
+                fit_b=self.prior_b is None,
+            )
+        assert rates.grid_weight is not None
+        counts = np.concatenate([data.cells.reshape(data.n_players, 4), soft], axis=1)
+        new, ok = grid_rates(counts, grid, rates.grid_weight, self.max_prior_players, rng)
+        if not ok and "the grid prior stopped at its iteration limit" not in progress.problems:
+            progress.problems.append("the grid prior stopped at its iteration limit")
+        return new
+
+    def _m_step_model(
+        self,
+        data: _Data,
+        prior_m: _PriorOfM,
         l0: FloatArray,
         l1: FloatArray,
         rng: np.random.Generator,
+        progress: _Progress,
+        *,
         partial: bool,
-    ) -> FloatArray:
-        """Maximise the untainted marginal likelihood over equation (5)'s parameters (warm start).
+    ) -> _PriorOfM:
+        """Maximise the untainted marginal likelihood over equation (5)'s coefficients (warm start).
 
         ``partial`` (inside an outer EM loop) stops after a few iterations: a generalised M-step.
         """
+        design = data.design
+        assert design is not None
         if design.player.size == 0:
-            return theta
+            return prior_m
+        coef = prior_m.coef
         rows = np.arange(design.player.size)
         if rows.size > self.max_prior_rows:
             rows = np.sort(rng.choice(rows.size, self.max_prior_rows, replace=False))
         if not partial and rows.size > 4 * _COARSE_ROWS:
             # Coarse to fine: a fit on a tenth of the items is a cheap, close start for the full one.
             coarse = np.sort(rng.choice(rows, _COARSE_ROWS, replace=False))
-            theta, _ = self._lbfgs_prior(theta, design.subset(coarse), l0[coarse] - l1[coarse], 200, 1e-5)
+            coef, _ = self._lbfgs_prior(coef, design.subset(coarse), l0[coarse] - l1[coarse], 200, 1e-5)
         d = design.subset(rows)
-        theta, ok = self._lbfgs_prior(theta, d, l0[rows] - l1[rows], 15 if partial else 1000, 1e-7)
+        coef, ok = self._lbfgs_prior(coef, d, l0[rows] - l1[rows], 15 if partial else 1000, 1e-7)
         if not ok and not partial:
-            warnings.warn(
-                "ReliabilityEstimator: the prior model of M stopped before converging",
-                ConvergenceWarning,
-                stacklevel=5,
-            )
-        return theta
+            progress.problems.append("the prior model of M stopped before converging")
+        return replace(prior_m, coef=coef)
 
     def _lbfgs_prior(
-        self, theta: FloatArray, d: Design, llr: FloatArray, max_iter: int, tol: float
+        self, coef: FloatArray, d: Design, llr: FloatArray, max_iter: int, tol: float
     ) -> tuple[FloatArray, bool]:
         """L-BFGS on the marginal likelihood of untainted verdicts (``llr`` per item)."""
         pre = Preconditioner(d, np.ones(d.player.size), self.pi_alpha)
-        theta, _, _, ok = minimize_lbfgs(
-            lambda th: _mixture_loss(th, d, llr, self.pi_alpha),
-            theta,
+        coef, _, _, ok = minimize_lbfgs(
+            lambda c: _mixture_loss(c, d, llr, self.pi_alpha),
+            coef,
             pre,
             scale=float(d.player.size),
             max_iter=max_iter,
             tol=tol,
         )
-        return theta, ok
+        return coef, ok
 
-    @staticmethod
-    def _untainted_soft_counts(
-        enc: EncodedTurns, items: _Items, post: FloatArray, n_players: int
-    ) -> FloatArray:
-        """Expected (M=0 correct, M=0 wrong, M=1 correct, M=1 wrong) untainted counts per player."""
-        w0 = post[items.turn_item]
-        code = enc.player[items.rows] * 2 + enc.wrong[items.rows]
-        m0 = np.bincount(code, w0, minlength=2 * n_players).reshape(n_players, 2)
-        m1 = np.bincount(code, 1 - w0, minlength=2 * n_players).reshape(n_players, 2)
-        return np.concatenate([m0, m1], axis=1)
+    def _store(
+        self, data: _Data, rates: Rates, prior_m: _PriorOfM, post: FloatArray, grid: Grid | None
+    ) -> None:
+        """Set the fitted attributes."""
+        enc, n_players = data.enc, data.n_players
+        self.pi_by_ = prior_m.by
+        self.n_items_ = data.items.n
+        self.pi_ = float(post.mean()) if data.items.n else float("nan")
+        self.pi_image_ = pd.Series(prior_m.pi, index=enc.images, name="pi") if prior_m.by == "image" else None
+        self.prior_pi_ = prior_m.prior_pi if prior_m.by == "image" else None
+        if prior_m.by == "model":
+            coef = prior_m.coef
+            self.pi_coef_ = pd.Series(coef[:3], index=["intercept", "time", "fatigue"], name="coef")
+            self.pi_ability_ = pd.Series(coef[3 : 3 + n_players], index=enc.players, name="ability")
+            self.pi_difficulty_ = pd.Series(coef[3 + n_players :], index=enc.images, name="difficulty")
+        else:
+            self.pi_coef_ = self.pi_ability_ = self.pi_difficulty_ = None
+        if grid is not None:
+            assert rates.grid_weight is not None
+            w = rates.grid_weight
+            keep = w > 1e-6
+            self.prior_grid_ = pd.DataFrame({"a": grid.a[keep], "b": grid.b[keep], "weight": w[keep]})
+            self.prior_mean_ = (float(w @ grid.a), float(w @ grid.b))
+            self.prior_a_ = self.prior_b_ = None
+        else:
+            assert rates.prior_a is not None and rates.prior_b is not None
+            self.prior_grid_ = None
+            self.prior_a_ = (float(rates.prior_a[0]), float(rates.prior_a[1]))
+            self.prior_b_ = (float(rates.prior_b[0]), float(rates.prior_b[1]))
+            self.prior_mean_ = (self.prior_a_[0] / sum(self.prior_a_), self.prior_b_[0] / sum(self.prior_b_))
+        self.a_ = pd.Series(rates.a, index=enc.players, name="a")
+        self.b_ = pd.Series(rates.b, index=enc.players, name="b")
+        self.players_ = pd.DataFrame(
+            {
+                "a": rates.a,
+                "b": rates.b,
+                "informedness": rates.a - rates.b,
+                "n_tainted": np.bincount(enc.player[~enc.untainted], minlength=n_players),
+                "n_untainted": np.bincount(enc.player[enc.untainted], minlength=n_players),
+            },
+            index=pd.Index(enc.players, name="player_id"),
+        )
 
     # -- prediction ---------------------------------------------------------------------------------
 
@@ -766,8 +705,8 @@ class ReliabilityEstimator(BaseEstimator):
             iw = pd.Index(self.pi_difficulty_.index).get_indexer(enc.images)
             ab = np.where(pw >= 0, self.pi_ability_.to_numpy()[pw], 0.0)
             df = np.where(iw >= 0, self.pi_difficulty_.to_numpy()[iw], 0.0)
-            theta = np.concatenate([self.pi_coef_.to_numpy(), ab, df])
-            return linear_predictor(theta, design)
+            coef = np.concatenate([self.pi_coef_.to_numpy(), ab, df])
+            return linear_predictor(coef, design)
         if self.pi_by_ == "image":
             assert self.pi_image_ is not None and self.prior_pi_ is not None
             where = pd.Index(self.pi_image_.index).get_indexer(enc.images)
