@@ -81,7 +81,8 @@ def send_both(
     for instructed in (False, True):
         prompt = turn_prompt(history, QUESTION, instructed=instructed)
         assert model.answer(image, prompt.messages, system=prompt.system)
-    return server.completions()[-2:]
+    bodies: list[dict[str, Any]] = server.completions()[-2:]
+    return bodies
 
 
 # --- the pure prompt builder ---
