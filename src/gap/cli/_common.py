@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import ParamSpec, TypeVar
 
+import httpx
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -14,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from gap.config import Settings
 from gap.db.engine import make_engine, make_sessionmaker
 from gap.db.migrate import is_current, upgrade
-from gap.errors import GapError
+from gap.errors import ConfigError, GapError
 from gap.logs import setup_logging
 from gap.models.base import VisionChatModel
 
@@ -52,14 +55,78 @@ def database(current: Settings, *, migrate: bool = True) -> sessionmaker[Session
     return make_sessionmaker(engine)
 
 
-def ready_model(current: Settings) -> VisionChatModel:
+def ready_model(current: Settings, *, offline_hint: str | None = None) -> VisionChatModel:
     """The configured model, with local weights loaded now rather than inside a player's first question
-    (whose answer timeout the load would eat). A bad spec or folder fails here, before serving."""
+    (whose answer timeout the load would eat). A bad spec or folder fails here, before serving.
+
+    ``offline_hint`` ends the message when a hub model can be neither found in the cache nor downloaded.
+    """
     from gap.models.factory import load_model
 
+    check_hub_model(current.model, offline_hint=offline_hint or OFFLINE_HINT)
     with console.status(f"loading model {current.model} ..."):
         model = load_model(current.model, current)
         preload = getattr(model, "load", None)  # only local backends have weights to load
         if callable(preload):
             preload()
     return model
+
+
+OFFLINE_HINT = "Without network, set GAP_MODEL to a local model folder (transformers:DIR)."
+HUB_PROBE_SECONDS = 5.0
+
+
+def hub_repo(spec: str) -> str | None:
+    """The Hugging Face Hub repository a ``transformers:`` spec downloads, or None for a local folder."""
+    kind, sep, target = spec.partition(":")
+    target = target.strip()
+    if kind != "transformers" or not sep or not target or Path(target).expanduser().exists():
+        return None
+    return target
+
+
+def hub_unreachable(endpoint: str, timeout: float = HUB_PROBE_SECONDS) -> str | None:
+    """Why ``endpoint`` cannot be reached (one short request), or None when it answers at all."""
+    try:
+        httpx.head(endpoint, timeout=timeout)
+    except httpx.HTTPError as exc:
+        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return None
+
+
+def check_hub_model(spec: str, *, offline_hint: str) -> None:
+    """Decide in seconds how a hub model loads, instead of minutes of download retries without network.
+
+    A model in the local cache loads from it (offline mode) when the Hub does not answer; one that is
+    not cached needs the Hub, and its absence is a :class:`ConfigError` ending with ``offline_hint``.
+    """
+    repo = hub_repo(spec)
+    if repo is None:
+        return
+    try:
+        from huggingface_hub import constants, snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+    except ImportError:
+        return  # no local-model extra: loading says what to install
+
+    if constants.HF_HUB_OFFLINE:
+        return  # loading reads the cache only, and fails at once when the model is not there
+    try:
+        snapshot_download(repo, local_files_only=True)
+        cached = True
+    except LocalEntryNotFoundError:
+        cached = False
+    reason = hub_unreachable(constants.ENDPOINT)
+    if reason is None:
+        return
+    if not cached:
+        raise ConfigError(
+            f"model {repo} is not in the local Hugging Face cache, and the Hub at {constants.ENDPOINT} "
+            f"cannot be reached to download it ({reason}).\n{offline_hint}"
+        )
+    console.print(
+        f"[yellow]the Hub at {escape(constants.ENDPOINT)} cannot be reached; "
+        f"using the cached {escape(repo)}[/yellow]"
+    )
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    constants.HF_HUB_OFFLINE = True  # read at each request by huggingface_hub and transformers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -9,8 +10,10 @@ import typer
 
 from gap.cli._common import console, database, handle_errors, ready_model
 from gap.config import Settings
-from gap.errors import ConfigError
 from gap.logs import setup_logging
+
+PROG_NAME_VARIABLE = "GAP_PROG_NAME"
+"""How the user started the demo when it was not `gap demo` (scripts/demo sets it), for hints."""
 
 
 @handle_errors
@@ -48,13 +51,15 @@ def demo(
         overrides["model"] = model if explicit else f"transformers:{model}"  # a folder or a hub id
     current = Settings(**overrides)  # type: ignore[arg-type]
     setup_logging(current.log_level)
+    command = os.environ.get(PROG_NAME_VARIABLE) or "gap demo"
+    vlm = ready_model(
+        current,
+        offline_hint=f"Without network, run `{command} --tiny` (a random-weight model built offline) "
+        f"or `{command} --model DIR` (a local model folder).",
+    )
     factory = database(current)
     added = add_demo_images(factory, current.images_dir)
     console.print(f"demo folder {folder.resolve()}: {added} new image(s)")
-    try:
-        vlm = ready_model(current)
-    except ConfigError as exc:
-        raise ConfigError(f"{exc.message}\nWithout network, try `gap demo --tiny` or `--model DIR`.") from exc
     app = create_app(current, model=vlm)
     console.print(f"\n[bold green]Open http://{host}:{port}/ to play[/bold green]  (API docs: /docs)\n")
     uvicorn.run(app, host=host, port=port, log_level="warning")
