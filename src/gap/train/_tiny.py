@@ -1,0 +1,255 @@
+"""Random-weight VLM folders of three families, built offline from a config (no download).
+
+Training is tested on them (their losses must fall), and the benchmarks use larger ones of the same
+shape: ``size="tiny"`` (hidden 32, about a second to build), ``"bench"`` (a Qwen2-VL of about 20 M
+parameters) and ``"gpu"`` (about 1.5 B). Idefics3 reuses :func:`gap.models.tiny.make_tiny_vlm`; Qwen2-VL
+and LLaVA get the same kind of tokenizer (a byte-level BPE trained on a few sentences) with their
+family's special tokens and a chat template of their family's layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from gap.errors import ConfigError
+
+Family = Literal["idefics3", "qwen2_vl", "llava"]
+Size = Literal["tiny", "bench", "gpu"]
+FAMILIES: tuple[Family, ...] = ("idefics3", "qwen2_vl", "llava")
+SEED = 0
+
+_CORPUS = [
+    "The picture shows a red car parked beside a tall green tree.",
+    "There are three people standing near the window of a small house.",
+    "How many dogs are there? There are two dogs.",
+    "What colour is the car? The car is red.",
+    "Is the sky cloudy? Yes, it is overcast. No, the sky is clear.",
+    "What does the sign say? It says STOP. Where is the cat? Under the table.",
+    "Is there a bus on the left? No, there is no bus. What is in the picture? A street.",
+    "USER: ASSISTANT: system user assistant You are a helpful assistant.",
+]
+
+QWEN2_VL_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}{{ '<|vision_start|><|image_pad|><|vision_end|>' }}"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{{ '<|im_end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+LLAVA_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ message['content'][0]['text'] + ' ' }}"
+    "{% else %}"
+    "{{ message['role'].upper() + ': ' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}{{ '<image>\n' }}"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{% if message['role'] == 'assistant' %}{{ '</s>' }}{% else %}{{ ' ' }}{% endif %}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class _Dims:
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    vision_hidden: int
+    vision_layers: int
+
+
+_DIMS: dict[Size, _Dims] = {
+    "tiny": _Dims(32, 64, 2, 4, 2, 32, 2),
+    "bench": _Dims(512, 1536, 4, 8, 4, 256, 4),
+    "gpu": _Dims(2048, 5632, 20, 16, 8, 1024, 12),
+}
+
+
+def _tokenizer(transformers: Any, special: list[str], *, bos: str, eos: str, pad: str, template: str) -> Any:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=512,
+        special_tokens=special,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    raw.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=raw,
+        bos_token=bos,
+        eos_token=eos,
+        pad_token=pad,
+        unk_token=pad,
+        chat_template=template,
+        model_max_length=4096,
+    )
+
+
+def _qwen2_vl(transformers: Any, dims: _Dims) -> tuple[Any, Any]:
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>"]
+    special += ["<|image_pad|>", "<|video_pad|>"]
+    tokenizer = _tokenizer(
+        transformers,
+        special,
+        bos="<|im_start|>",
+        eos="<|im_end|>",
+        pad="<|endoftext|>",
+        template=QWEN2_VL_TEMPLATE,
+    )
+    # 56 x 56 pixels: 4 x 4 patches of 14, merged 2 x 2 into 4 visual tokens per image
+    image_processor = transformers.Qwen2VLImageProcessorPil(
+        min_pixels=56 * 56, max_pixels=56 * 56, patch_size=14, merge_size=2, temporal_patch_size=2
+    )
+    head_dim = dims.hidden // dims.heads
+    quarter = head_dim // 4
+    text_config = transformers.Qwen2VLTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=dims.hidden,
+        intermediate_size=dims.intermediate,
+        num_hidden_layers=dims.layers,
+        num_attention_heads=dims.heads,
+        num_key_value_heads=dims.kv_heads,
+        max_position_embeddings=4096,
+        rope_parameters={
+            "rope_type": "default",
+            "rope_theta": 10000.0,
+            "mrope_section": [quarter, quarter, head_dim // 2 - 2 * quarter],
+        },
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    vision_config = transformers.Qwen2VLVisionConfig(
+        depth=dims.vision_layers,
+        embed_dim=dims.vision_hidden,
+        hidden_size=dims.hidden,
+        num_heads=max(1, dims.vision_hidden // 64) if dims.vision_hidden >= 64 else 4,
+        mlp_ratio=2,
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+    )
+    config = transformers.Qwen2VLConfig(
+        text_config=text_config.to_dict(),
+        vision_config=vision_config.to_dict(),
+        image_token_id=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
+        video_token_id=tokenizer.convert_tokens_to_ids("<|video_pad|>"),
+        vision_start_token_id=tokenizer.convert_tokens_to_ids("<|vision_start|>"),
+        vision_end_token_id=tokenizer.convert_tokens_to_ids("<|vision_end|>"),
+        tie_word_embeddings=False,
+    )
+    return config, (tokenizer, image_processor, transformers.Qwen2VLForConditionalGeneration)
+
+
+def _llava(transformers: Any, dims: _Dims) -> tuple[Any, Any]:
+    tokenizer = _tokenizer(
+        transformers,
+        ["<unk>", "<s>", "</s>", "<image>"],
+        bos="<s>",
+        eos="</s>",
+        pad="<unk>",
+        template=LLAVA_TEMPLATE,
+    )
+    # 32 x 32 pixels in patches of 8: 16 visual tokens per image (the CLS token is dropped)
+    image_processor = transformers.CLIPImageProcessorPil(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+    )
+    text_config = transformers.LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=dims.hidden,
+        intermediate_size=dims.intermediate,
+        num_hidden_layers=dims.layers,
+        num_attention_heads=dims.heads,
+        num_key_value_heads=dims.kv_heads,
+        max_position_embeddings=4096,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    vision_config = transformers.CLIPVisionConfig(
+        hidden_size=dims.vision_hidden,
+        intermediate_size=dims.vision_hidden * 2,
+        num_hidden_layers=dims.vision_layers,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+        projection_dim=dims.vision_hidden,
+    )
+    config = transformers.LlavaConfig(
+        text_config=text_config.to_dict(),
+        vision_config=vision_config.to_dict(),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    return config, (tokenizer, image_processor, transformers.LlavaForConditionalGeneration)
+
+
+def make_tiny_family(family: Family, out_dir: Path, *, size: Size = "tiny") -> Path:
+    """Write a random-weight model folder of ``family`` (weights, processor, chat template) to ``out_dir``."""
+    from gap.models.transformers_backend import import_stack
+
+    if family not in FAMILIES:
+        raise ConfigError(f"unknown tiny family {family!r}; expected one of {', '.join(FAMILIES)}")
+    out_dir = Path(out_dir)
+    if family == "idefics3" and size == "tiny":
+        from gap.models.tiny import make_tiny_vlm
+
+        return make_tiny_vlm(out_dir)
+    if family == "idefics3":
+        raise ConfigError("only a tiny Idefics3 is built here; use qwen2_vl for bench or gpu sizes")
+    torch, transformers = import_stack()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    build = _qwen2_vl if family == "qwen2_vl" else _llava
+    config, (tokenizer, image_processor, model_class) = build(transformers, _DIMS[size])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        model = model_class(config).eval()
+    model.generation_config = transformers.GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        do_sample=False,
+        max_new_tokens=16,
+    )
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    image_processor.save_pretrained(out_dir)
+    if family == "llava":
+        processor = transformers.LlavaProcessor(
+            image_processor=image_processor,
+            tokenizer=tokenizer,
+            patch_size=8,
+            vision_feature_select_strategy="default",
+            num_additional_image_tokens=1,
+            chat_template=LLAVA_TEMPLATE,
+        )
+        processor.save_pretrained(out_dir)
+    else:
+        # Qwen2-VL's processor wants a video processor (torchvision): the tokenizer (with the template)
+        # and the image processor are saved apart, which load_processor assembles without one.
+        pass
+    return out_dir
