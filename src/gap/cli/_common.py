@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import functools
 import os
+import shlex
+import sqlite3
+import sys
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
@@ -12,11 +16,13 @@ import httpx
 import typer
 from rich.console import Console
 from rich.markup import escape
+from sqlalchemy import func, make_url, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from gap.config import Settings
-from gap.db.engine import make_engine, make_sessionmaker
+from gap.db.engine import make_engine, make_sessionmaker, reading
 from gap.db.migrate import is_current, upgrade
+from gap.db.models import Image
 from gap.errors import ConfigError, GapError
 from gap.logs import setup_logging
 from gap.models.base import VisionChatModel
@@ -47,12 +53,55 @@ def settings() -> Settings:
     return current
 
 
-def database(current: Settings, *, migrate: bool = True) -> sessionmaker[Session]:
-    """A session factory on the configured database, brought to the newest schema first."""
+def database(current: Settings, *, migrate: bool = True, expect_data: bool = True) -> sessionmaker[Session]:
+    """A session factory on the configured database, brought to the newest schema first.
+
+    ``expect_data``: the command reads the pools, so an empty default folder beside one with images
+    (the demo's) gets a hint rather than silent zeros.
+    """
     engine = make_engine(current.resolved_database_url)
     if migrate and not is_current(engine):
         upgrade(current.resolved_database_url)
-    return make_sessionmaker(engine)
+    factory = make_sessionmaker(engine)
+    if expect_data:
+        hint_other_data(current, factory)
+    return factory
+
+
+def count_images(database_file: Path) -> int:
+    """Images in another folder's SQLite database, read-only; 0 when it is not a GAP database."""
+    try:
+        with closing(sqlite3.connect(f"file:{database_file}?mode=ro", uri=True)) as conn:
+            row = conn.execute("SELECT count(*) FROM images").fetchone()
+    except sqlite3.Error:
+        return 0
+    return int(row[0])
+
+
+def hint_other_data(current: Settings, factory: sessionmaker[Session]) -> None:
+    """When the default data folder has no images but a folder beside it does, say how to use that one."""
+    if current.database_url or "data_dir" in current.model_fields_set:
+        return  # the user chose where the data is
+    with reading(factory) as db:
+        if db.scalar(select(func.count()).select_from(Image)):
+            return
+    here = current.data_dir.resolve()
+    database_file = Path(make_url(current.resolved_database_url).database or "").name
+    others = {
+        folder: count
+        for folder in sorted(p for p in here.parent.iterdir() if p.is_dir() and p != here)
+        if (count := count_images(folder / database_file))
+    }
+    if not others:
+        return
+    folder, count = next(iter(others.items()))
+    ran_gap = Path(sys.argv[0]).name == "gap"
+    command = shlex.join(["gap", *sys.argv[1:]]) if ran_gap else "gap ..."
+    console.print(
+        f"[yellow]note: {escape(str(current.data_dir))}/ (the default data folder) has no images, but "
+        f"{escape(folder.name)}/ has {count}; to use it: GAP_DATA_DIR={escape(folder.name)} {escape(command)}"
+        "[/yellow]"
+    )
 
 
 def ready_model(current: Settings, *, offline_hint: str | None = None) -> VisionChatModel:

@@ -32,7 +32,7 @@ def add(
     """Add images to a pool. Bad or duplicate files are reported and skipped; the rest are added."""
     chosen = parse_pool(pool)
     current = settings()
-    factory = database(current)
+    factory = database(current, expect_data=False)
     files = list(iter_image_files(paths))
     missing = [p for p in paths if not p.exists()]
     added, skipped = 0, 0
