@@ -255,7 +255,7 @@ def test_records_from_the_database(seeded: Seeded) -> None:
 
 def test_kept_turns_come_from_the_quality_model(seeded: Seeded) -> None:
     pytest.importorskip("gap.services.quality")
-    kept = service.kept_turns(seeded.factory, theta=0.01)
+    kept = service.kept_turns(seeded.factory, Settings(), theta=0.01)
     assert set(kept) <= {seeded.multi_turn, seeded.corrected}  # untainted Wrong turns only
     assert all(0.01 <= p <= 1 for p in kept.values())
 
@@ -272,7 +272,7 @@ def cli_env(seeded: Seeded, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[st
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setattr(service, "kept_turns", lambda factory, *, theta: dict(seeded.kept))
+    monkeypatch.setattr(service, "kept_turns", lambda factory, settings, *, theta=None: dict(seeded.kept))
     get_settings.cache_clear()
     yield env
     get_settings.cache_clear()

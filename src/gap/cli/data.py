@@ -82,7 +82,7 @@ def references(
 
     current = settings()
     factory = database(current)
-    kept = kept_turns(factory, theta=current.theta if theta is None else theta)
+    kept = kept_turns(factory, current, theta=theta)
     model = model or current.reference_model
     base_url = base_url or current.reference_base_url
     reference = None
@@ -128,7 +128,7 @@ def _records_from_db(theta: float | None) -> tuple[list[Record], dict[str, objec
     current = settings()
     value = current.theta if theta is None else theta
     factory = database(current)
-    kept = kept_turns(factory, theta=value)
+    kept = kept_turns(factory, current, theta=value)
     records, missing = build_records(factory, kept, theta=value, images_dir=current.images_dir)
     if missing:
         console.print(

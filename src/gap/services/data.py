@@ -17,6 +17,7 @@ from typing import Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
+from gap.config import Settings
 from gap.data._records import Message, Provenance, Record, strip_image_tokens
 from gap.data._references import PROMPT_VERSION, ReferenceJob, ReferenceOutcome, run_reference_jobs
 from gap.db.engine import reading, transaction
@@ -37,16 +38,19 @@ def _iso(value: datetime | None) -> str | None:
 # --- which turns are kept ---------------------------------------------------------------------
 
 
-def kept_turns(factory: sessionmaker[Session], *, theta: float) -> dict[str, float]:
-    """``{turn_id: posterior}`` of the untainted Wrong turns with P(model wrong | verdicts) >= theta.
+def kept_turns(
+    factory: sessionmaker[Session], settings: Settings, *, theta: float | None = None
+) -> dict[str, float]:
+    """``{turn_id: posterior}`` of the untainted Wrong turns with P(model wrong | verdicts) >= theta
+    (default ``settings.theta``).
 
-    The reliability model is fitted on every judged turn in the database (tainted ones teach it how
-    reliable each player is), as :mod:`gap.quality` describes.
+    The reliability model of ``settings`` is fitted on every judged turn in the database (tainted
+    ones teach it how reliable each player is), as :mod:`gap.quality` describes.
     """
-    fit = fit_database(factory)
+    fit = fit_database(factory, settings)
     if fit is None:
         return {}
-    mask = keep_mask(fit.turns, fit.p_wrong, theta)
+    mask = keep_mask(fit.turns, fit.p_wrong, settings.theta if theta is None else theta)
     ids = fit.turns["turn_id"].astype(str).to_numpy()
     return {str(ids[i]): float(fit.p_wrong[i]) for i in range(len(ids)) if mask[i]}
 
