@@ -108,7 +108,7 @@ def judged_turns(settings: Settings) -> list[tuple[str, bool, str]]:
             .where(Turn.verdict.is_not(None))
         ).all()
     engine.dispose()
-    return [(pool, bool(instructed), verdict) for pool, instructed, verdict in rows]
+    return [(pool, bool(instructed), str(verdict)) for pool, instructed, verdict in rows]
 
 
 # --- closed to everyone else -------------------------------------------------------------------
@@ -119,6 +119,7 @@ PROTECTED = [
     ("GET", "/admin/api/turns"),
     ("GET", "/admin/api/images"),
     ("GET", "/admin/plots/turns-per-day.png"),
+    ("GET", "/admin/images/abc"),
     ("PATCH", "/admin/api/images/abc"),
     ("POST", "/admin/api/export"),
     ("GET", "/admin/exports/llava-20260101T000000Z.zip"),
@@ -138,10 +139,25 @@ def test_without_the_admin_token_everything_is_refused(played: TestClient) -> No
     assert played.post("/admin/login", json={"token": "guess"}).status_code == 401
 
 
-def test_admin_is_off_without_a_token_or_admin_ids(settings: Settings) -> None:
-    with TestClient(create_app(settings, model=CannedModel())) as client:
-        assert client.get("/admin").status_code == 404
+@pytest.mark.parametrize(
+    "half_configured",
+    [{}, {"telegram_admin_ids": [777]}, {"telegram_bot_token": "123456:TEST-bot-token"}],
+    ids=["nothing", "admin-ids-without-bot", "bot-without-admin-ids"],
+)
+def test_admin_is_off_without_a_token_or_admin_ids(
+    settings: Settings, half_configured: dict[str, Any]
+) -> None:
+    with TestClient(create_app(settings.model_copy(update=half_configured), model=CannedModel())) as client:
+        page = client.get("/admin")
+        # the same tidy page as the sign-in, saying how to turn it on, not bare JSON
+        assert page.status_code == 404
+        assert page.headers["content-type"].startswith("text/html")
+        assert 'id="admin-disabled"' in page.text and 'id="login-form"' not in page.text
+        for setting in ("GAP_ADMIN_TOKEN", "GAP_TELEGRAM_ADMIN_IDS", "GAP_TELEGRAM_BOT_TOKEN"):
+            assert setting in page.text
+        assert "/static/admin.css" in page.text
         assert client.get("/admin/api/overview", headers=BEARER).status_code == 404
+        assert client.post("/admin/login", json={"token": TOKEN}).status_code == 404
 
 
 def test_the_play_page_and_api_schema_do_not_point_at_admin(client: TestClient) -> None:
@@ -175,6 +191,16 @@ def test_dashboard_renders_with_data(played: TestClient, admin_settings: Setting
     live = played.get("/admin/api/turns?limit=3", headers=BEARER).json()
     assert len(live) == 3 and {"player", "question", "answer", "verdict"} <= set(live[0])
     assert not {"pool", "instructed"} & set(live[0])
+
+
+def test_dashboard_thumbnails_come_from_an_admin_only_route(played: TestClient) -> None:
+    page = played.get("/admin", headers=BEARER).text
+    image_id = played.get("/admin/api/images", headers=BEARER).json()[0]["image_id"]
+    assert f'src="/admin/images/{image_id}"' in page and 'src="/api/images/' not in page
+    thumb = played.get(f"/admin/images/{image_id}", headers=BEARER)
+    assert thumb.status_code == 200 and thumb.content.startswith(b"\x89PNG")
+    assert played.get(f"/admin/images/{image_id}").status_code == 401
+    assert played.get("/admin/images/nope", headers=BEARER).status_code == 404
 
 
 def test_cookie_login_needs_the_change_header_for_changes(played: TestClient) -> None:

@@ -49,6 +49,7 @@ from gap.game import (
     turn_prompt,
 )
 from gap.models.base import ChatMessage, ImageInput, VisionChatModel
+from gap.services.round_images import round_image_url
 
 log = logging.getLogger(__name__)
 
@@ -111,10 +112,6 @@ class VerdictResult:
     next_round: RoundView | None
 
 
-def image_url(image_id: str) -> str:
-    return f"/api/images/{image_id}"
-
-
 def resolve_image_path(images_dir: Path, stored: str) -> Path:
     path = Path(stored)
     return path if path.is_absolute() else images_dir / path
@@ -163,7 +160,7 @@ def _round_view(rnd: Round, now: datetime) -> RoundView:
     return RoundView(
         round_id=rnd.id,
         index=rnd.index,
-        image_url=image_url(rnd.image_id),
+        image_url=round_image_url(rnd),
         seconds_left=round(seconds_left(rnd.deadline, now), 3),
         turns=[TurnView(t.id, t.question, t.answer, t.verdict) for t in rnd.turns],
     )

@@ -21,7 +21,7 @@ from gap.game import GameRules
 from gap.models.base import VisionChatModel
 from gap.services.game import Clock, GameContext, utcnow
 from gap.web.errors import install_error_handlers
-from gap.web.routes import admin, auth, images, leaderboard, me, pages, ranks, rounds, sessions
+from gap.web.routes import admin, api_docs, auth, images, leaderboard, me, pages, ranks, rounds, sessions
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
@@ -88,12 +88,14 @@ def create_app(
         version=__version__,
         description="Gamified Adversarial Prompting: ask a VLM about an image, catch its mistakes.",
         lifespan=lifespan,
+        docs_url=None,  # api_docs serves /docs and /redoc from vendored assets, not a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.context = context
     app.state.templates = Jinja2Templates(directory=HERE / "templates")
     install_error_handlers(app)
-    for module in (auth, me, ranks, sessions, rounds, leaderboard, images, pages, admin):
+    for module in (auth, me, ranks, sessions, rounds, leaderboard, images, pages, admin, api_docs):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     return app

@@ -30,6 +30,7 @@ from gap.config import Settings
 from gap.db.engine import reading, transaction
 from gap.errors import AuthError, GapError, InputError, NotFound
 from gap.services import admin as dash
+from gap.services.game import load_image
 from gap.services.images import MAX_IMAGE_BYTES, add_image, parse_pool, update_image
 from gap.services.telegram import validate_init_data
 from gap.web.deps import AppSettings, Context
@@ -191,11 +192,18 @@ def _reliability(ctx: Context, quality: dash.QualityView) -> tuple[list[float], 
 @router.get("", response_class=HTMLResponse)
 def dashboard(request: Request, settings: AppSettings, ctx: Context) -> HTMLResponse:
     templates = request.app.state.templates
+    if not admin_enabled(settings):  # a page saying how to turn it on, not bare JSON
+        return templates.TemplateResponse(  # type: ignore[no-any-return]
+            request, "admin_login.html", {"disabled": True, "telegram": False}, status_code=404
+        )
     now = ctx.clock()
     who = identify(request, settings, now)
     if who is None:
         return templates.TemplateResponse(  # type: ignore[no-any-return]
-            request, "admin_login.html", {"telegram": bool(settings.telegram_admin_ids)}, status_code=401
+            request,
+            "admin_login.html",
+            {"disabled": False, "telegram": bool(settings.telegram_admin_ids)},
+            status_code=401,
         )
     quality = _quality(request, ctx, settings)
     with reading(ctx.factory) as db:
@@ -300,6 +308,13 @@ def upload(
         except GapError as exc:
             results.append({"file": name, "status": "refused", "reason": exc.message})
     return {"results": results}
+
+
+@router.get("/images/{image_id}", response_class=Response)
+def thumbnail(image_id: str, ctx: Context, _who: Admin) -> Response:
+    """An image by its id, for the dashboard only: players get per-round URLs (``routes/images.py``)."""
+    data, mime = load_image(ctx, image_id)
+    return Response(data, media_type=mime, headers={"Cache-Control": "private, max-age=600"})
 
 
 class ImageChange(BaseModel):
