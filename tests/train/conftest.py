@@ -105,6 +105,7 @@ def loss_settings(model: Path, data: Path, out: Path, **extra: object) -> dict[s
         "precision": "fp32",
         "save_steps": LOSS_STEPS // 2,
         "seed": 0,
+        "merge": True,
         **extra,
     }
 

@@ -51,7 +51,9 @@ def import_stack() -> tuple[Any, Any]:
 
 
 def _is_torchvision_error(exc: BaseException) -> bool:
-    return "torchvision" in str(exc).lower()
+    """Torchvision missing, or a folder saved without a video processor (as the fallback below saves)."""
+    message = str(exc).lower()
+    return "torchvision" in message or "can't load video processor" in message
 
 
 def _processor_without_video(transformers: Any, path: str, processor_class: str) -> Any:
