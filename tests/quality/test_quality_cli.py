@@ -88,3 +88,22 @@ def test_errors_exit_1_with_one_line(tmp_path: Path) -> None:
     assert res.exit_code == 1 and "no summary.json" in res.output
     res = runner.invoke(_simulate_app(), ["simulate", str(tmp_path / "s"), "--format", "xml"])
     assert res.exit_code == 1 and "--format" in res.output
+
+
+def test_report_on_a_small_table_prints_no_coefficients(tmp_path: Path) -> None:
+    """Two players, two sessions (a fresh database): the player model cannot be identified, and the
+    report says so instead of printing numbers like 'intercept -119.400 ± 17976921.307'."""
+    from gap.quality import simulate as draw
+
+    table = tmp_path / "turns.csv"
+    draw(n_players=2, n_images=10, n_sessions=2, random_state=0).turns.to_csv(table, index=False)
+    fit = tmp_path / "fit"
+    res = runner.invoke(quality.app, ["fit", str(table), "--out", str(fit)])
+    assert res.exit_code == 0, res.output
+    model = json.loads((fit / "summary.json").read_text())["player_model"]
+    assert model["identified"] is False and "too few verdicts" in model["not_identified"]
+    assert pd.read_csv(fit / "players.csv")["ability"].isna().all()
+    res = runner.invoke(quality.app, ["report", str(fit)])
+    assert res.exit_code == 0, res.output
+    assert "player model: not identifiable from these data (too few verdicts" in res.output
+    assert "±" not in res.output

@@ -181,3 +181,22 @@ def test_fit_on_a_simulation_with_few_rows_still_converges() -> None:
     sim = simulate(n_players=8, n_images=12, n_sessions=10, random_state=9)
     model = PlayerModel().fit(sim.turns, sim.truth["model_wrong"])
     assert model.converged_ and np.isfinite(model.se_).all()
+
+
+def test_identified_on_a_well_posed_problem() -> None:
+    turns, y = _small()
+    model = PlayerModel().fit(turns, y)
+    assert model.identified_ and model.not_identified_ is None
+
+
+def test_not_identified_when_the_data_cannot_pin_it_down() -> None:
+    """Few verdicts, a covariate that never varies, or an outcome that time predicts perfectly:
+    each is reported, with the reason, instead of passing coefficients off as estimates."""
+    turns, y = _small()
+    few = PlayerModel().fit(turns.iloc[:40], (np.arange(40) < 3).astype(float))
+    assert not few.identified_ and "too few verdicts: 3 successes" in str(few.not_identified_)
+    flat = PlayerModel().fit(turns.assign(round_index=1), y)
+    assert not flat.identified_ and "fatigue covariate never varies" in str(flat.not_identified_)
+    separated = PlayerModel().fit(turns, (turns["elapsed_s"] > 60).to_numpy(dtype=float))
+    assert abs(separated.coef_["time"]) > 50  # no finite maximum: the coefficient ran off
+    assert not separated.identified_ and "likelihood is flat" in str(separated.not_identified_)

@@ -101,7 +101,9 @@ def fit_quality(
     """Fit reliability, keep turns at ``theta``, price them, and fit the player model.
 
     The player model's success is a kept Wrong verdict (METHOD.md section 6) on untainted turns;
-    it needs ``elapsed_s`` and ``round_index`` and is skipped (NaN abilities) without them.
+    it needs ``elapsed_s`` and ``round_index`` and is skipped (NaN abilities) without them. When
+    the data cannot identify it (:attr:`PlayerModel.identified_`), the summary says why and the
+    abilities and difficulties are NaN.
     """
     validate_turns(turns)
     if turns.empty:
@@ -147,19 +149,22 @@ def fit_quality(
     if {"elapsed_s", "round_index"} <= set(turns.columns) and both_outcomes:
         pm = player_model if player_model is not None else PlayerModel()
         pm.fit(turns, kept.astype(np.float64), sample_weight=enc.untainted.astype(np.float64))
-        players = players.join(pm.ability_.rename("ability")).join(pm.ability_se_.rename("ability_se"))
-        images = images.join(pm.difficulty_.rename("difficulty")).join(
-            pm.difficulty_se_.rename("difficulty_se")
-        )
+        if pm.identified_:
+            players = players.join(pm.ability_.rename("ability")).join(pm.ability_se_.rename("ability_se"))
+            images = images.join(pm.difficulty_.rename("difficulty")).join(
+                pm.difficulty_se_.rename("difficulty_se")
+            )
         model_summary = {
             "params": pm.get_params(),
+            "identified": pm.identified_,
+            "not_identified": pm.not_identified_,
             "coef": {name: {"coef": pm.coef_[name], "se": pm.se_[name]} for name in pm.coef_.index},
             "loglik": pm.loglik_,
             "n_iter": pm.n_iter_,
             "converged": pm.converged_,
             "se_exact": pm.se_exact_,
         }
-    else:
+    if model_summary is None or not model_summary["identified"]:
         for column in ("ability", "ability_se"):
             players[column] = np.nan
         for column in ("difficulty", "difficulty_se"):

@@ -57,8 +57,11 @@ def _identification_problem(d: Design, y: FloatArray, weight: FloatArray, se: Fl
         if np.ptp(column) == 0:
             return f"the {name} covariate never varies, so it cannot be told apart from the intercept"
     if not np.isfinite(se).all() or float(se.max()) > MAX_SE:
-        worst = SHARED[int(np.nanargmax(np.where(np.isfinite(se), se, np.inf)))]
-        return f"the Hessian is singular or ill-conditioned (standard error of {worst} > {MAX_SE:g})"
+        k = int(np.argmax(np.where(np.isfinite(se), se, np.inf)))
+        return (
+            f"the likelihood is flat along some direction (standard error of {SHARED[k]} {se[k]:.3g} > "
+            f"{MAX_SE:g}): an outcome perfectly predicted, or covariates that move together"
+        )
     return None
 
 

@@ -72,7 +72,12 @@ def summary_text(result: QualityResult) -> str:
         f"{low} with informedness a - b < 0.2",
     ]
     model = s.get("player_model")
-    if model:
+    if model and not model.get("identified", True):
+        lines.append(
+            f"player model: not identifiable from these data ({model.get('not_identified')}); "
+            "no coefficients shown"
+        )
+    elif model:
         coef = model["coef"]
         coefs = ", ".join(
             f"{name} {_fmt(coef[name]['coef'])} ± {_fmt(coef[name]['se'])}" for name in SHARED if name in coef
@@ -135,7 +140,7 @@ def render_report(folder: str | os.PathLike[str]) -> Report:
         ax.scatter(players["ability"], players["points"], s=10, alpha=0.6, color="#55a868")
         ax.set(xlabel="ability A (player model)", ylabel="points", title="Ability vs points")
     else:
-        ax.text(0.5, 0.5, "no player model (needs elapsed_s, round_index)", ha="center", va="center")
+        ax.text(0.5, 0.5, "no player model (see the summary)", ha="center", va="center")
         ax.set_axis_off()
     paths.append(_save(fig, root / FIGURES[3]))
     return Report(text=summary_text(result), figures=paths)
