@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from trainhelpers import make_records
 
-from conftest import make_records
 from gap.data import export_records, save_records
 from gap.errors import InputError
 from gap.train import load_training_data
