@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -18,6 +19,9 @@ from gap.db.models import PointsEntry, Round, Turn
 from gap.errors import ModelError
 from gap.game import SYSTEM_PROMPT, TAINT_INSTRUCTION, instruction_for
 from gap.models.base import VisionChatModel
+from gap.services.game import STALE_TURN_MARGIN_S
+from gap.services.quality import SettlePolicy
+from gap.services.worker import run_pass, worker_config
 
 pytestmark = pytest.mark.db
 
@@ -50,8 +54,17 @@ def turn_row(settings: Settings, turn_id: str) -> Turn:
     return db_rows(settings, Turn, id=turn_id)[0]
 
 
+def settle(settings: Settings, clock: ManualClock, min_sessions: int = 1) -> None:
+    """One worker pass, as `gap worker --once` runs it; ``min_sessions=1`` credits even one session."""
+    engine = make_engine(settings.resolved_database_url)
+    config = worker_config(settings)
+    policy = SettlePolicy(min_sessions=min_sessions, max_age=config.policy.max_age)
+    run_pass(make_sessionmaker(engine), replace(config, policy=policy), clock())
+    engine.dispose()
+
+
 def test_whole_session_with_transformers_backend(
-    settings: Settings, make_client: Any, tiny_model: VisionChatModel
+    settings: Settings, make_client: Any, tiny_model: VisionChatModel, clock: ManualClock
 ) -> None:
     seed_images(settings)
     client: TestClient = make_client(tiny_model, rng=random.Random(1))
@@ -75,7 +88,7 @@ def test_whole_session_with_transformers_backend(
         assert_no_leak(client.get(f"/api/sessions/{session_id}", headers=auth))
         if state["status"] == "finished":
             break
-        assert state["points"] is None  # hidden while playing
+        assert state["summary"] is None  # only once the session is over
         round_ = state["round"]
         seen_indexes.append(round_["index"])
         asked = client.post(
@@ -96,12 +109,19 @@ def test_whole_session_with_transformers_backend(
     assert state["status"] == "finished"
     assert state["images_done"] == 10
     assert sorted(set(seen_indexes)) == list(range(1, 11))
-    points = state["points"]
-    ledger = db_rows(settings, PointsEntry)
-    assert points == pytest.approx(sum(e.amount for e in ledger))
-    assert client.get("/api/me", headers=auth).json()["points"] == pytest.approx(points)
+    turns = db_rows(settings, Turn)
+    wrongs = sum(t.verdict == "wrong" for t in turns)
+    assert "points" not in state  # a session's points would name its images' pools (issue 9.3)
+    assert state["summary"] == {"questions": len(turns), "caught": wrongs, "corrections": 0}
+    me = client.get("/api/me", headers=auth).json()
+    assert (me["points"], me["points_pending"]) == (0, 20.0 * wrongs)  # every Wrong a pending 20
+    assert db_rows(settings, PointsEntry) == [] and client.get("/api/leaderboard").json() == []
+    settle(settings, clock)
+    credited = sum(e.amount for e in db_rows(settings, PointsEntry))
+    me = client.get("/api/me", headers=auth).json()
+    assert (me["points"], me["points_pending"]) == (pytest.approx(credited), 0)
     board = client.get("/api/leaderboard").json()
-    assert board[0]["name"] == "Ada" and board[0]["points"] == pytest.approx(points)
+    assert board[0]["name"] == "Ada" and board[0]["points"] == pytest.approx(credited, abs=0.01)
     new = client.post("/api/sessions", headers=auth)
     assert new.status_code == 201 and new.json()["session_id"] != session_id
 
@@ -134,7 +154,8 @@ def test_server_clock_enforces_the_round_limit(
     for _ in range(9):
         clock.advance(5)
         state = client.get(f"/api/sessions/{session_id}", headers=auth).json()
-    assert state["status"] == "finished" and state["round"] is None and state["points"] == 0
+    assert state["status"] == "finished" and state["round"] is None
+    assert state["summary"] == {"questions": 1, "caught": 0, "corrections": 0}
 
 
 def test_conflicts_and_bad_input(settings: Settings, make_client: Any, tiny_model: VisionChatModel) -> None:
@@ -222,12 +243,14 @@ def test_taint_rate_and_instruction_reach_model_only_on_tainted_rounds(
     assert abs(instructed - tau * total) < 4 * (total * tau * (1 - tau)) ** 0.5
 
 
-def test_points_follow_the_method(settings: Settings, make_client: Any, tiny_model: VisionChatModel) -> None:
+def test_points_follow_the_method(
+    settings: Settings, make_client: Any, tiny_model: VisionChatModel, clock: ManualClock
+) -> None:
     seed_images(settings)
     client = make_client(tiny_model, rng=random.Random(3), taint_rate=1.0)  # every tainted answer instructed
     auth = login(client)
     state = client.post("/api/sessions", headers=auth).json()
-    expected = 0.0
+    wrongs = {"tainted": 0, "untainted": 0}
     round_ = state["round"]
     marks = ["wrong", "correct"]
     i = 0
@@ -241,26 +264,37 @@ def test_points_follow_the_method(settings: Settings, make_client: Any, tiny_mod
             f"/api/turns/{asked['turn_id']}/verdict", headers=auth, json={"verdict": verdict}
         ).json()
         if verdict == "wrong":
-            expected += 20.0  # tainted: instructed and caught; untainted: provisional 20
+            wrongs[round_pool(settings, round_["round_id"])] += 1
             round_ = result["next_round"]
             continue
-        assert client.get("/api/me", headers=auth).json()["points"] == 0  # nothing revealed mid-session
+        me = client.get("/api/me", headers=auth).json()
+        assert me["points"] == 0 and me["points_pending"] == 20.0 * sum(wrongs.values())
         asked = client.post(
             f"/api/rounds/{round_['round_id']}/questions", headers=auth, json={"question": "Colour?"}
         ).json()
         result = client.post(
             f"/api/turns/{asked['turn_id']}/verdict", headers=auth, json={"verdict": "wrong"}
         ).json()
-        expected += 20.0
+        wrongs[round_pool(settings, round_["round_id"])] += 1
         round_ = result["next_round"]
     final = client.get(f"/api/sessions/{state['session_id']}", headers=auth).json()
-    assert final["points"] == pytest.approx(expected)
-    kinds = {(e.kind, e.amount) for e in db_rows(settings, PointsEntry)}
-    assert kinds <= {("catch", 20.0), ("provisional", 20.0)}
+    assert final["summary"]["caught"] == sum(wrongs.values()) == 10
+    settle(settings, clock)
+    ledger = db_rows(settings, PointsEntry)
+    catches = [e for e in ledger if e.kind == "catch"]
+    untainted = [e for e in ledger if e.kind == "settlement"]
+    assert len(ledger) == len(catches) + len(untainted)
+    assert len(catches) == wrongs["tainted"] and {e.amount for e in catches} == {20.0}
+    # untainted Wrongs: 20 x P(model wrong | verdicts) (this player caught every instructed answer)
+    assert len(untainted) == wrongs["untainted"] and all(0 <= e.amount <= 20 for e in untainted), [
+        e.amount for e in untainted
+    ]
+    me = client.get("/api/me", headers=auth).json()
+    assert me["points"] == pytest.approx(sum(e.amount for e in ledger)) and me["points_pending"] == 0
 
 
 def test_false_alarm_on_tainted_earns_nothing(
-    settings: Settings, make_client: Any, tiny_model: VisionChatModel
+    settings: Settings, make_client: Any, tiny_model: VisionChatModel, clock: ManualClock
 ) -> None:
     seed_images(settings)
     client = make_client(tiny_model, rng=random.Random(5), taint_rate=0.0)  # nothing instructed
@@ -276,7 +310,10 @@ def test_false_alarm_on_tainted_earns_nothing(
             f"/api/turns/{asked['turn_id']}/verdict", headers=auth, json={"verdict": "wrong"}
         ).json()["next_round"]
     final = client.get(f"/api/sessions/{state['session_id']}", headers=auth).json()
-    assert final["points"] == pytest.approx(20.0 * untainted_wrongs)
+    assert final["summary"]["caught"] == 10  # false alarms count as caught too: the pool stays hidden
+    settle(settings, clock)
+    ledger = db_rows(settings, PointsEntry)
+    assert {e.kind for e in ledger} == {"settlement"} and len(ledger) == untainted_wrongs
 
 
 def all_at_once(n: int, request: Callable[[], Any]) -> list[int]:
@@ -313,7 +350,7 @@ def test_concurrent_verdicts_count_once(
         ),
     )
     assert sorted(statuses) == [200] + [409] * 7
-    assert len(db_rows(settings, PointsEntry, turn_id=asked["turn_id"])) == 1
+    assert client.get("/api/me", headers=auth).json()["points_pending"] == 20.0  # one Wrong, once
 
 
 def test_concurrent_questions_ask_the_model_once(
@@ -353,8 +390,11 @@ def test_leaderboard_windows_and_hidden_points(
         return auth
 
     play("old")
+    settle(settings, clock)
     clock.advance(3 * 86400)
-    play("recent")
+    recent = play("recent")
+    assert client.get("/api/leaderboard?window=day").json() == []  # nothing credited yet
+    settle(settings, clock)
     active = login(client, "active")
     client.post("/api/sessions", headers=active)
     everyone = {row["name"] for row in client.get("/api/leaderboard?window=all").json()}
@@ -362,7 +402,8 @@ def test_leaderboard_windows_and_hidden_points(
     assert {row["name"] for row in client.get("/api/leaderboard?window=week").json()} == {"old", "recent"}
     assert {row["name"] for row in client.get("/api/leaderboard?window=day").json()} == {"recent"}
     board = client.get("/api/leaderboard?window=all&limit=1").json()
-    assert len(board) == 1 and board[0]["rank"] == 1 and board[0]["points"] == 40
+    assert len(board) == 1 and board[0]["rank"] == 1
+    assert board[0]["points"] >= client.get("/api/me", headers=recent).json()["points"] - 0.01
     assert client.get("/api/leaderboard?window=year").status_code == 422
     assert client.get("/api/leaderboard?limit=0").status_code == 422
 
@@ -413,7 +454,7 @@ def test_whole_session_with_openai_backend(settings: Settings, make_client: Any,
             f"/api/turns/{asked.json()['turn_id']}/verdict", headers=auth, json={"verdict": "wrong"}
         ).json()["next_round"]
     final = client.get(f"/api/sessions/{state['session_id']}", headers=auth).json()
-    assert final["status"] == "finished" and final["points"] == pytest.approx(80.0)
+    assert final["status"] == "finished" and final["summary"]["caught"] == 4
     assert {system for _, system in recorder.calls} == {SYSTEM_PROMPT}
     clauses = [messages[-1].text.endswith(TAINT_INSTRUCTION) for messages, _ in recorder.calls]
     assert clauses == [pool == "tainted" for pool in asked_pools]
@@ -454,3 +495,28 @@ def test_model_failures_reach_the_player_as_one_plain_message(
             f"/api/turns/{asked.json()['turn_id']}/verdict", headers=auth, json={"verdict": "wrong"}
         ).json()["next_round"]
     assert failures == ["the model could not answer right now; please ask again"]
+
+
+def test_a_lost_question_stops_blocking_its_round_after_the_model_timeout(
+    settings: Settings, make_client: Any, tiny_model: VisionChatModel, clock: ManualClock
+) -> None:
+    """Issue 9.13: a process that died while the model answered left a turn with no answer."""
+    seed_images(settings)
+    client = make_client(tiny_model, model_timeout=30)
+    auth = login(client)
+    round_id = client.post("/api/sessions", headers=auth).json()["round"]["round_id"]
+    engine = make_engine(settings.resolved_database_url)
+    with transaction(make_sessionmaker(engine)) as db:
+        db.add(Turn(round_id=round_id, index=1, question="lost?", asked_at=clock(), elapsed_s=0.0))
+    engine.dispose()
+
+    def ask() -> Any:
+        return client.post(f"/api/rounds/{round_id}/questions", headers=auth, json={"question": "Red?"})
+
+    clock.advance(30)  # within the model's time-out: the answer may still come
+    assert ask().status_code == 409
+    clock.advance(STALE_TURN_MARGIN_S + 1)
+    asked = ask()
+    assert asked.status_code == 201, asked.text
+    turns = db_rows(settings, Turn, round_id=round_id)
+    assert [(t.index, t.question) for t in turns] == [(1, "Red?")] and turns[0].answer

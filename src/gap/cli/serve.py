@@ -1,4 +1,4 @@
-"""`gap serve`: the game's web server."""
+"""`gap serve`: the game's web server (with the background worker in a thread unless disabled)."""
 
 from __future__ import annotations
 
@@ -6,20 +6,41 @@ from typing import Annotated
 
 import typer
 
-from gap.cli._common import console, handle_errors, ready_model, settings
+from gap.cli._common import console, database, handle_errors, ready_model, settings
 
 
 @handle_errors
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    worker: Annotated[
+        bool | None,
+        typer.Option(
+            "--worker/--no-worker",
+            help="Run the background worker in this process (default: GAP_WORKER, true). Turn it off "
+            "when a separate `gap worker` runs.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the game at http://HOST:PORT (the database is upgraded first when needed)."""
     import uvicorn
 
+    from gap.services.game import utcnow
+    from gap.services.worker import start_thread, worker_config
     from gap.web.app import create_app
 
     current = settings()
     app = create_app(current, model=ready_model(current))
     console.print(f"GAP is serving at http://{host}:{port}/  (API docs at /docs, model {current.model})")
-    uvicorn.run(app, host=host, port=port, log_level=current.log_level.lower())
+    stop = None
+    if current.worker if worker is None else worker:
+        _, stop = start_thread(
+            database(current), worker_config(current), interval=current.worker_interval, clock=utcnow
+        )
+        console.print(f"background worker: a pass every {current.worker_interval:g} s")
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=current.log_level.lower())
+    finally:
+        if stop is not None:
+            stop.set()

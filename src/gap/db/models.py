@@ -105,6 +105,8 @@ class GameSession(Base):
     images_total: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime]
     finished_at: Mapped[datetime | None] = mapped_column(default=None, index=True)
+    settled_at: Mapped[datetime | None] = mapped_column(default=None, index=True)
+    """When settlement credited this session's points (with others of the player's, never alone)."""
 
     rounds: Mapped[list[Round]] = relationship(
         back_populates="session", order_by="Round.index", cascade="all, delete-orphan"
@@ -154,11 +156,13 @@ class Turn(Base):
 
 
 class PointsEntry(Base):
-    """One line of the points ledger. A turn's points are the sum of its lines.
+    """One line of the points ledger, written by settlement only. A turn's points are the sum of its lines.
 
-    ``kind`` is ``catch`` (20 for a Wrong on an instructed answer), ``provisional`` (20 for a Wrong on
-    an untainted image, before the quality model has spoken) or ``settlement`` (the adjustment that
-    brings an untainted Wrong to 20 x posterior; re-settling adds the difference only).
+    ``kind`` is ``catch`` (20 for a Wrong on an instructed answer) or ``settlement`` (what brings an
+    untainted Wrong to 20 x posterior; re-settling adds the difference only). Databases from before
+    batched settlement also hold ``provisional`` lines (20 per untainted Wrong at verdict time);
+    settlement counts them in a turn's total like any other line. Only lines of settled sessions
+    are credited points.
     """
 
     __tablename__ = "points_ledger"
@@ -192,3 +196,18 @@ class ReferenceAnswer(Base):
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+class QualityFit(Base):
+    """A stored summary of the reliability model fitted on the whole database, written by the worker.
+
+    The dashboard shows the newest row instead of refitting inside a request. ``summary`` is JSON
+    (see :mod:`gap.services.admin`).
+    """
+
+    __tablename__ = "quality_fits"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    turns: Mapped[int] = mapped_column(Integer)
+    summary: Mapped[str] = mapped_column(Text)

@@ -10,6 +10,7 @@ unavailable, with the reason, when that part cannot run.
 from __future__ import annotations
 
 import io
+import json
 import math
 import warnings
 from collections import Counter
@@ -20,14 +21,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import Integer, case, func, select
+from sqlalchemy import Integer, case, delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from gap.db.models import GameSession, Image, Player, Round, Turn
+from gap.config import Settings
+from gap.db.models import GameSession, Image, Player, QualityFit, Round, Turn
 from gap.errors import GapError
 from gap.game import Pool
 from gap.quality import ConvergenceWarning, keep_mask
-from gap.services.quality import fit_database
+from gap.services.quality import DatabaseFit, fit_database
 
 if TYPE_CHECKING:
     pass
@@ -277,17 +279,30 @@ class QualityView:
     """Per image id: a higher value means mistakes are harder to find there."""
 
 
-def quality_view(factory: sessionmaker[Session], *, theta: float) -> QualityView:
-    """Fit the reliability model on every judged turn and report kept turns at ``theta``.
+def fit_quietly(factory: sessionmaker[Session], settings: Settings) -> DatabaseFit | None:
+    """:func:`fit_database` without convergence warnings (the view reports the fit as it is)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return fit_database(factory, settings)
 
-    Cost grows with the number of players and distinct untainted questions; the dashboard caches it.
+
+def quality_view(factory: sessionmaker[Session], settings: Settings) -> QualityView:
+    """Fit the reliability model of ``settings`` on every judged turn and report kept turns at its
+    theta.
+
+    Cost grows with the number of players and distinct untainted questions: the worker runs it
+    (:func:`refresh_quality_fit`) and the dashboard reads the stored result.
     """
+    theta = settings.theta
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            fit = fit_database(factory)
+        fit = fit_quietly(factory, settings)
     except GapError as exc:
         return QualityView(False, f"the reliability model could not be fitted: {exc.message}", theta)
+    return view_of_fit(fit, theta=theta)
+
+
+def view_of_fit(fit: DatabaseFit | None, *, theta: float) -> QualityView:
+    """The dashboard's figures from a fit (None: nothing judged yet)."""
     if fit is None:
         return QualityView(True, "no judged turns yet", theta)
     turns, estimator, posterior = fit.turns, fit.estimator, fit.p_wrong
@@ -309,6 +324,30 @@ def quality_view(factory: sessionmaker[Session], *, theta: float) -> QualityView
         candidate_posteriors=[float(v) for v in np.asarray(posterior)[cand]],
         difficulty=difficulty,
     )
+
+
+def judged_turns(db: Session) -> int:
+    return _count(db, select(func.count()).where(Turn.verdict.is_not(None)))
+
+
+def store_quality_view(db: Session, view: QualityView, *, turns: int, now: datetime) -> None:
+    """Keep ``view`` as the newest fit (older rows are dropped: only the newest is ever read)."""
+    db.add(QualityFit(created_at=now, turns=turns, summary=json.dumps(view.__dict__)))
+    db.flush()
+    newest = db.scalar(select(func.max(QualityFit.id)))
+    db.execute(delete(QualityFit).where(QualityFit.id < newest))
+
+
+def latest_quality_fit(db: Session) -> QualityFit | None:
+    return db.scalar(select(QualityFit).order_by(QualityFit.created_at.desc(), QualityFit.id.desc()).limit(1))
+
+
+def stored_quality_view(db: Session, *, theta: float) -> QualityView:
+    """The newest fit the worker stored, or why there is none yet."""
+    row = latest_quality_fit(db)
+    if row is None:
+        return QualityView(False, "not fitted yet: the worker (`gap worker` or `gap serve`) fits it", theta)
+    return QualityView(**json.loads(row.summary))
 
 
 def top_images(stats: Sequence[ImageStats], quality: QualityView, *, limit: int = 10) -> list[ImageStats]:
@@ -406,9 +445,16 @@ class ExportSummary:
 
 
 def export_dataset(
-    factory: sessionmaker[Session], *, fmt: str, theta: float, images_dir: Path, out_root: Path, now: datetime
+    factory: sessionmaker[Session],
+    *,
+    fmt: str,
+    settings: Settings,
+    images_dir: Path,
+    out_root: Path,
+    now: datetime,
 ) -> ExportSummary:
-    """Kept turns with a reference answer, written as a fine-tuning set in ``fmt`` under ``out_root``.
+    """Kept turns (at ``settings.theta``) with a reference answer, written as a fine-tuning set in
+    ``fmt`` under ``out_root``.
 
     Uses :mod:`gap.services.data` like ``gap data`` does: players' corrections become references
     first; kept turns still lacking one are left out and counted (``gap data references`` fills them).
@@ -416,7 +462,8 @@ def export_dataset(
     from gap.data import export_records
     from gap.services.data import build_records, kept_turns, store_player_references
 
-    kept = kept_turns(factory, theta=theta)
+    theta = settings.theta
+    kept = kept_turns(factory, settings)
     store_player_references(factory, kept)
     records, missing = build_records(factory, kept, theta=theta, images_dir=images_dir)
     name = f"{fmt}-{now.strftime('%Y%m%dT%H%M%SZ')}"

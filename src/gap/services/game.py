@@ -4,6 +4,10 @@ Each public function is one request's worth of work. The rules come from :mod:`g
 module only loads and stores. Every state change is a conditional UPDATE or an insert guarded by a
 unique constraint, so racing requests (two tabs, a double tap) cannot double-count, on SQLite and on
 PostgreSQL alike. Nothing is kept in the process between calls.
+
+No points are written here: a verdict only records the verdict. Settlement
+(:mod:`gap.services.quality`, run by the worker) credits points later, for several finished sessions
+at once, so nothing a player sees while or right after playing depends on an image's pool.
 """
 
 from __future__ import annotations
@@ -12,16 +16,16 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, func, select, update
+from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from gap.db.engine import reading, transaction
-from gap.db.models import GameSession, Image, PointsEntry, Round, Turn
+from gap.db.models import GameSession, Image, Round, Turn
 from gap.errors import (
     AlreadyJudged,
     AwaitingVerdict,
@@ -39,7 +43,6 @@ from gap.game import (
     GameRules,
     Pool,
     Verdict,
-    award_for_verdict,
     draw_instructed,
     is_expired,
     plan_session,
@@ -55,6 +58,9 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 MAX_CORRECTION_CHARS = 1000
+STALE_TURN_MARGIN_S = 10.0
+"""A question unanswered this long past the model time-out was lost (its process died): it no longer
+blocks the round."""
 
 
 def utcnow() -> datetime:
@@ -70,6 +76,7 @@ class GameContext:
     model: Callable[[], VisionChatModel]
     images_dir: Path
     max_question_chars: int = 500
+    model_timeout: float = 60.0
     clock: Clock = utcnow
     rng: random.Random | None = None
 
@@ -96,13 +103,23 @@ class RoundView:
 
 
 @dataclass(frozen=True)
+class SessionSummary:
+    """What a finished session shows: counts that do not depend on any image's pool."""
+
+    questions: int
+    caught: int
+    """Wrong verdicts, every one of them, whatever the pool."""
+    corrections: int
+
+
+@dataclass(frozen=True)
 class SessionView:
     session_id: str
     status: str
     images_total: int
     images_done: int
     round: RoundView | None
-    points: float | None
+    summary: SessionSummary | None
 
 
 @dataclass(frozen=True)
@@ -137,6 +154,8 @@ def _advance(db: Session, session: GameSession, rules: GameRules, now: datetime)
                 .values(started_at=now, deadline=round_deadline(now, rules))
             )
             db.refresh(rnd)
+            if rnd.ended_at is not None:  # closed unplayed by the worker meanwhile
+                continue
         assert rnd.deadline is not None
         if rnd.ended_at is None and not is_expired(rnd.deadline, now):
             return rnd
@@ -166,14 +185,16 @@ def _round_view(rnd: Round, now: datetime) -> RoundView:
     )
 
 
-def _session_points(db: Session, session_id: str) -> float:
-    total = db.scalar(
-        select(func.coalesce(func.sum(PointsEntry.amount), 0.0)).where(PointsEntry.session_id == session_id)
+def _session_summary(session: GameSession) -> SessionSummary:
+    turns = [t for r in session.rounds for t in r.turns if t.answer is not None]
+    return SessionSummary(
+        questions=len(turns),
+        caught=sum(1 for t in turns if t.verdict == Verdict.WRONG.value),
+        corrections=sum(1 for t in turns if t.correction is not None),
     )
-    return float(total or 0.0)
 
 
-def _session_view(db: Session, session: GameSession, current: Round | None, now: datetime) -> SessionView:
+def _session_view(session: GameSession, current: Round | None, now: datetime) -> SessionView:
     done = sum(1 for r in session.rounds if r.ended_at is not None)
     finished = session.status == "finished"
     return SessionView(
@@ -182,7 +203,7 @@ def _session_view(db: Session, session: GameSession, current: Round | None, now:
         images_total=session.images_total,
         images_done=done,
         round=_round_view(current, now) if current is not None else None,
-        points=_session_points(db, session.id) if finished else None,
+        summary=_session_summary(session) if finished else None,
     )
 
 
@@ -214,10 +235,10 @@ def start_session(ctx: GameContext, player_id: str) -> SessionView:
             if active is not None:
                 current = _advance(db, active, ctx.rules, now)
                 if active.status == "active":
-                    return _session_view(db, active, current, now)
+                    return _session_view(active, current, now)
             session = _create_session(db, ctx, player_id, now)
             current = _advance(db, session, ctx.rules, now)
-            return _session_view(db, session, current, now)
+            return _session_view(session, current, now)
     except IntegrityError:
         # Another request created the active session first: serve that one.
         with transaction(ctx.factory) as db:
@@ -227,7 +248,7 @@ def start_session(ctx: GameContext, player_id: str) -> SessionView:
             if active is None:
                 raise
             current = _advance(db, active, ctx.rules, now)
-            return _session_view(db, active, current, now)
+            return _session_view(active, current, now)
 
 
 def _create_session(db: Session, ctx: GameContext, player_id: str, now: datetime) -> GameSession:
@@ -255,7 +276,7 @@ def get_session(ctx: GameContext, player_id: str, session_id: str) -> SessionVie
     with transaction(ctx.factory) as db:
         session = _owned_session(db, player_id, session_id)
         current = _advance(db, session, ctx.rules, now)
-        return _session_view(db, session, current, now)
+        return _session_view(session, current, now)
 
 
 def _clean_question(question: str, limit: int) -> str:
@@ -292,11 +313,14 @@ def ask(ctx: GameContext, player_id: str, round_id: str, question: str) -> tuple
             db.execute(delete(Turn).where(Turn.id == pending.turn_id, Turn.answer.is_(None)))
         raise _player_facing(exc) from exc
     with transaction(ctx.factory) as db:
-        db.execute(
+        stored = db.execute(
             update(Turn)
-            .where(Turn.id == pending.turn_id)
+            .where(Turn.id == pending.turn_id, Turn.answer.is_(None))
             .values(answer=answer, answered_at=ctx.clock(), model=model.name)
         )
+    if not cast(CursorResult[Any], stored).rowcount:
+        # So late that the turn was given up as lost and the round moved on without it.
+        raise _player_facing(ModelTimeout(f"answer to turn {pending.turn_id} came after it was dropped"))
     return pending.turn_id, answer
 
 
@@ -327,6 +351,10 @@ def _open_turn(ctx: GameContext, player_id: str, round_id: str, question: str) -
             if rnd.started_at is None or rnd.deadline is None:
                 raise Conflict("this round has not started yet")
             turns = list(rnd.turns)
+            if turns and _lost(turns[-1], ctx, now):
+                db.execute(delete(Turn).where(Turn.id == turns[-1].id, Turn.answer.is_(None)))
+                db.expire(rnd)
+                turns.pop()
             if turns and turns[-1].verdict is None:
                 raise AwaitingVerdict("mark the previous answer Correct or Wrong first")
             pool = Pool(rnd.pool)
@@ -362,10 +390,16 @@ def _open_turn(ctx: GameContext, player_id: str, round_id: str, question: str) -
     )
 
 
+def _lost(turn: Turn, ctx: GameContext, now: datetime) -> bool:
+    """An unanswered question older than the model time-out: the process asking the model died."""
+    limit = timedelta(seconds=ctx.model_timeout + STALE_TURN_MARGIN_S)
+    return turn.answer is None and now - turn.asked_at > limit
+
+
 def judge(
     ctx: GameContext, player_id: str, turn_id: str, verdict: Verdict, correction: str | None
 ) -> VerdictResult:
-    """Record the player's verdict once; Wrong ends the round; points go to the ledger."""
+    """Record the player's verdict once; Wrong ends the round. Points come later, from settlement."""
     if correction is not None:
         correction = correction.strip() or None
     if correction is not None and verdict is not Verdict.WRONG:
@@ -392,18 +426,6 @@ def judge(
         won = cast(CursorResult[Any], claimed).rowcount
         if not won:
             raise AlreadyJudged("this answer already has a verdict")
-        award = award_for_verdict(Pool(rnd.pool), turn.instructed, verdict)
-        if award is not None:
-            db.add(
-                PointsEntry(
-                    player_id=player_id,
-                    session_id=session.id,
-                    turn_id=turn_id,
-                    kind=award.kind,
-                    amount=award.amount,
-                    created_at=now,
-                )
-            )
         if round_ends_after(verdict):
             db.execute(
                 update(Round)

@@ -1,4 +1,4 @@
-"""Leaderboards: players ranked by the points of their finished sessions."""
+"""Leaderboards: players ranked by their credited points (those of settled sessions)."""
 
 from __future__ import annotations
 
@@ -37,23 +37,24 @@ def _rounded_total() -> ColumnElement[Any]:
 
 
 def leaderboard(db: Session, *, window: Window, limit: int, now: datetime) -> list[Standing]:
-    """Top ``limit`` players by points of sessions finished inside the window.
+    """Top ``limit`` players by points of sessions settled inside the window.
 
-    Points count once their session is finished (METHOD.md section 5), so a session's total appears
-    on the board all at once. Ties share a rank (1, 2, 2, 4).
+    Points count once settlement has credited them, several sessions at a time (METHOD.md
+    section 5), so no session's worth appears on the board on its own; provisional points never do.
+    Ties share a rank (1, 2, 2, 4).
     """
     points = _rounded_total().label("points")
     query = (
         select(Player.id, Player.name, points)
         .join(GameSession, GameSession.player_id == Player.id)
         .outerjoin(PointsEntry, PointsEntry.session_id == GameSession.id)
-        .where(GameSession.status == "finished")
+        .where(GameSession.settled_at.is_not(None))
         .group_by(Player.id, Player.name)
         .order_by(points.desc(), Player.name, Player.id)
         .limit(limit)
     )
     if window in WINDOW_LENGTH:
-        query = query.where(GameSession.finished_at >= now - WINDOW_LENGTH[window])
+        query = query.where(GameSession.settled_at >= now - WINDOW_LENGTH[window])
     standings: list[Standing] = []
     for position, (player_id, name, total) in enumerate(db.execute(query), 1):
         total = float(total)
@@ -63,16 +64,16 @@ def leaderboard(db: Session, *, window: Window, limit: int, now: datetime) -> li
 
 
 def rank_of(db: Session, *, player_id: str, window: Window, now: datetime) -> int | None:
-    """The player's rank in the window, or None when they have no finished session in it."""
+    """The player's rank in the window, or None when they have no settled session in it."""
     points = _rounded_total()
     per_player = (
         select(GameSession.player_id.label("player_id"), points.label("points"))
         .outerjoin(PointsEntry, PointsEntry.session_id == GameSession.id)
-        .where(GameSession.status == "finished")
+        .where(GameSession.settled_at.is_not(None))
         .group_by(GameSession.player_id)
     )
     if window in WINDOW_LENGTH:
-        per_player = per_player.where(GameSession.finished_at >= now - WINDOW_LENGTH[window])
+        per_player = per_player.where(GameSession.settled_at >= now - WINDOW_LENGTH[window])
     table = per_player.subquery()
     mine = db.scalar(select(table.c.points).where(table.c.player_id == player_id))
     if mine is None:

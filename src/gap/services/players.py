@@ -10,8 +10,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from gap.db.models import GameSession, Player, PointsEntry
+from gap.db.models import GameSession, Player, PointsEntry, Round, Turn
 from gap.errors import AuthError, InputError, NotFound
+from gap.game.rules import POINTS_PER_CATCH, Verdict
 
 MAX_NAME_CHARS = 64
 
@@ -73,12 +74,27 @@ def get_player(db: Session, player_id: str) -> Player:
     return player
 
 
-def revealed_points(db: Session, player_id: str) -> float:
-    """Points of the player's finished sessions only: an active session's points stay hidden
-    (METHOD.md section 5), so no single verdict's worth can be read off while playing."""
+def credited_points(db: Session, player_id: str) -> float:
+    """Points of the player's settled sessions: what the leaderboards show. Settlement credits
+    several sessions at once (METHOD.md section 5), so no single session's worth can be read off."""
     total = db.scalar(
         select(func.coalesce(func.sum(PointsEntry.amount), 0.0))
         .join(GameSession, GameSession.id == PointsEntry.session_id)
-        .where(PointsEntry.player_id == player_id, GameSession.status == "finished")
+        .where(PointsEntry.player_id == player_id, GameSession.settled_at.is_not(None))
     )
     return float(total or 0.0)
+
+
+def pending_points(db: Session, player_id: str) -> float:
+    """20 for each Wrong verdict of the player's not yet settled sessions, whatever the pool."""
+    wrongs = db.scalar(
+        select(func.count(Turn.id))
+        .join(Round, Round.id == Turn.round_id)
+        .join(GameSession, GameSession.id == Round.session_id)
+        .where(
+            GameSession.player_id == player_id,
+            GameSession.settled_at.is_(None),
+            Turn.verdict == Verdict.WRONG.value,
+        )
+    )
+    return POINTS_PER_CATCH * int(wrongs or 0)

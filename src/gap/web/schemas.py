@@ -19,7 +19,10 @@ class TokenOut(BaseModel):
 class MeOut(BaseModel):
     player_id: str
     name: str
-    points: float = Field(description="Points of finished sessions only.")
+    points: float = Field(description="Credited points: settled, as the leaderboards show them.")
+    points_pending: float = Field(
+        description="20 for each Wrong verdict not yet settled (whatever it turns out to be worth)."
+    )
 
 
 class TurnOut(BaseModel):
@@ -43,13 +46,21 @@ class SessionCreatedOut(BaseModel):
     round: RoundOut | None
 
 
+class SessionSummaryOut(BaseModel):
+    """A finished session's counts; none depends on an image's pool (points are credited later)."""
+
+    questions: int = Field(description="Questions answered in the session.")
+    caught: int = Field(description="Answers marked Wrong (every one, whatever the image).")
+    corrections: int = Field(description="Corrections typed with a Wrong verdict.")
+
+
 class SessionOut(BaseModel):
     session_id: str
     status: Literal["active", "finished"]
     images_total: int
     images_done: int
     round: RoundOut | None
-    points: float | None = Field(description="The session's points, once it is finished; null before.")
+    summary: SessionSummaryOut | None = Field(description="Once the session is finished; null before.")
 
 
 class QuestionIn(BaseModel):

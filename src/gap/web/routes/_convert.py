@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from gap.services.game import RoundView, SessionView
-from gap.web.schemas import RoundOut, SessionOut, TurnOut
+from gap.web.schemas import RoundOut, SessionOut, SessionSummaryOut, TurnOut
 
 
 def round_out(view: RoundView | None) -> RoundOut | None:
@@ -28,5 +30,5 @@ def session_out(view: SessionView) -> SessionOut:
         images_total=view.images_total,
         images_done=view.images_done,
         round=round_out(view.round),
-        points=view.points,
+        summary=SessionSummaryOut(**asdict(view.summary)) if view.summary is not None else None,
     )

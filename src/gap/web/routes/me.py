@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from gap.db.engine import reading
-from gap.services.players import get_player, revealed_points
+from gap.services.players import credited_points, get_player, pending_points
 from gap.web.deps import Context, PlayerId
 from gap.web.schemas import MeOut
 
@@ -16,4 +16,9 @@ router = APIRouter(prefix="/api", tags=["players"])
 def me(ctx: Context, player_id: PlayerId) -> MeOut:
     with reading(ctx.factory) as db:
         player = get_player(db, player_id)
-        return MeOut(player_id=player.id, name=player.name, points=revealed_points(db, player.id))
+        return MeOut(
+            player_id=player.id,
+            name=player.name,
+            points=credited_points(db, player.id),
+            points_pending=pending_points(db, player.id),
+        )
