@@ -87,14 +87,14 @@ def hint_other_data(current: Settings, factory: sessionmaker[Session]) -> None:
             return
     here = current.data_dir.resolve()
     database_file = Path(make_url(current.resolved_database_url).database or "").name
-    others = {
-        folder: count
-        for folder in sorted(p for p in here.parent.iterdir() if p.is_dir() and p != here)
-        if (count := count_images(folder / database_file))
-    }
+    try:
+        candidates = sorted(p / database_file for p in here.parent.iterdir() if p != here)
+        others = [(db.parent, n) for db in candidates if db.is_file() and (n := count_images(db))]
+    except OSError:  # an unreadable parent folder: no hint rather than a failed command
+        return
     if not others:
         return
-    folder, count = next(iter(others.items()))
+    folder, count = others[0]
     ran_gap = Path(sys.argv[0]).name == "gap"
     command = shlex.join(["gap", *sys.argv[1:]]) if ran_gap else "gap ..."
     console.print(
