@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from gap.cli import bot, data, db, demo, images, models, quality, serve, simulate, turns
+from gap.cli import bot, data, db, demo, images, models, quality, serve, simulate, train, turns, worker
 
 app = typer.Typer(
     help="GAP: Gamified Adversarial Prompting — collect VLM blind spots by playing a game.",
@@ -17,8 +17,10 @@ app.add_typer(models.app, name="models")
 app.add_typer(data.app, name="data")
 app.add_typer(quality.app, name="quality")
 app.add_typer(turns.app, name="turns")
+app.add_typer(train.app, name="train")
 app.command("simulate")(simulate.simulate)
 app.command("serve")(serve.serve)
+app.command("worker")(worker.worker)
 app.command("demo")(demo.demo)
 app.command("bot")(bot.bot)
 
