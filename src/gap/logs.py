@@ -34,6 +34,9 @@ def setup_logging(level: str = "INFO") -> None:
         handler = _CurrentStderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
+    # huggingface_hub prints through a handler of its own and also propagates: each retry warning
+    # would show twice. Its own handler stays; the copy through the root logger goes.
+    logging.getLogger("huggingface_hub").propagate = False
     # Alembic narrates every migration step at INFO; only its warnings matter to a user.
     logging.getLogger("alembic").setLevel(logging.WARNING)
     root._gap_configured = True  # type: ignore[attr-defined]
