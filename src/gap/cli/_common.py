@@ -7,6 +7,7 @@ import os
 import shlex
 import sqlite3
 import sys
+import threading
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
@@ -135,12 +136,23 @@ def hub_repo(spec: str) -> str | None:
 
 
 def hub_unreachable(endpoint: str, timeout: float = HUB_PROBE_SECONDS) -> str | None:
-    """Why ``endpoint`` cannot be reached (one short request), or None when it answers at all."""
-    try:
-        httpx.head(endpoint, timeout=timeout)
-    except httpx.HTTPError as exc:
-        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return None
+    """Why ``endpoint`` cannot be reached (one short request), or None when it answers at all.
+
+    The request runs in a daemon thread: no socket timeout bounds a hanging name lookup.
+    """
+    outcome: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            httpx.head(endpoint, timeout=timeout)
+            outcome.append(None)
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            outcome.append(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+
+    thread = threading.Thread(target=probe, name="hub-probe", daemon=True)
+    thread.start()
+    thread.join(timeout + 1)
+    return outcome[0] if outcome else f"no answer within {timeout:g} s"
 
 
 def check_hub_model(spec: str, *, offline_hint: str) -> None:
