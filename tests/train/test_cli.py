@@ -151,3 +151,33 @@ def test_an_export_with_remote_images_is_refused(tmp_path: Path) -> None:
     save_records(remote, tmp_path / "remote", manifest={"source": "test"})
     with pytest.raises(InputError, match="not a local file"):
         load_training_data(tmp_path / "remote")
+
+
+@pytest.mark.slow
+def test_accelerate_launch_on_one_cpu_process_trains(
+    family_dir: Callable[[str], Path], export_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    args = ["--model", str(family_dir("llava")), "--data", str(export_dir), "--out", str(out)]
+    args += ["--preset", "cpu-smoke", "--max-steps", "3", "--launcher", "accelerate"]
+    result = _invoke(*args, "--accelerate-config", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "accelerate.commands.launch" in result.output and "-m gap.train" in result.output
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert summary["steps"] == 3 and len(summary["losses"]) == 3
+    assert summary["settings"]["preset"] == "cpu-smoke"
+    assert (out / "accelerate_config.yaml").is_file()
+
+
+def test_deepspeed_configs_point_at_their_json(tmp_path: Path) -> None:
+    from gap.train._launch import SHIPPED, accelerate_config
+
+    for name in SHIPPED:
+        written = accelerate_config(name, tmp_path / name).read_text()
+        if name.startswith("zero"):
+            path = Path(written.split("deepspeed_config_file:")[1].split()[0])
+            assert path.is_absolute() and json.loads(path.read_text())["zero_optimization"]["stage"] == int(
+                name[-1]
+            )
+    with pytest.raises(ConfigError, match="no accelerate config 'zero4'"):
+        accelerate_config("zero4", tmp_path)

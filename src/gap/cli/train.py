@@ -6,7 +6,6 @@ torch, transformers and peft load inside the command (the ``train`` extra), neve
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -95,7 +94,10 @@ def train(
     ] = None,
     launcher: Launcher = "none",
     accelerate_config: Annotated[
-        Path | None, typer.Option(help="An accelerate config file for --launcher accelerate.")
+        str | None,
+        typer.Option(
+            help="For --launcher accelerate: cpu, ddp, zero2, zero3, fsdp (shipped) or a YAML file."
+        ),
     ] = None,
 ) -> None:
     """Fine-tune MODEL on the export DATA and write OUT (settings resolve: preset < --config < options)."""
@@ -150,13 +152,12 @@ def train(
         _print_summary(result.summary, Path(resolved.out))
 
 
-def _launch_accelerate(settings_file: Path, resume: bool, accelerate_config: Path | None) -> None:
-    command = [sys.executable, "-m", "accelerate.commands.launch"]
-    if accelerate_config is not None:
-        command += ["--config_file", str(accelerate_config)]
-    command += ["-m", "gap.train", "--config", str(settings_file)]
-    if resume:
-        command.append("--resume")
+def _launch_accelerate(settings_file: Path, resume: bool, accelerate_config: str | None) -> None:
+    from gap.train._launch import accelerate_config as config_file
+    from gap.train._launch import launch_command
+
+    yaml = config_file(accelerate_config, settings_file.parent) if accelerate_config else None
+    command = launch_command(settings_file, config_file=yaml, resume=resume)
     console.print("running: " + " ".join(command))
     code = subprocess.call(command)
     if code:
