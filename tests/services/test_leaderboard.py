@@ -23,7 +23,12 @@ NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 def finished_session_with(db: Session, image_id: str, name: str, amounts: list[float]) -> str:
     player, _ = create_player(db, name=name, now=NOW)
     session = GameSession(
-        player_id=player.id, status="finished", images_total=1, created_at=NOW, finished_at=NOW
+        player_id=player.id,
+        status="finished",
+        images_total=1,
+        created_at=NOW,
+        finished_at=NOW,
+        settled_at=NOW,
     )
     session.rounds = [Round(index=1, image_id=image_id, pool="untainted", started_at=NOW, deadline=NOW)]
     db.add(session)

@@ -20,7 +20,8 @@ from gap.db.engine import transaction
 from gap.db.models import GameSession, Image, Player, PointsEntry, Round, Turn
 from gap.errors import InputError
 from gap.quality import validate_turns
-from gap.services.quality import export_turns, settle_points
+from gap.services.players import credited_points, pending_points
+from gap.services.quality import SettlePolicy, export_turns, settle_points
 
 pytestmark = pytest.mark.db
 
@@ -170,45 +171,68 @@ def test_export_of_an_empty_database(db_factory: sessionmaker[Session]) -> None:
     assert turns.empty and "turn_id" in turns.columns
 
 
+ONE = SettlePolicy(min_sessions=1)  # each seeded player has a single finished session
+
+
+def _settled_sessions(factory: sessionmaker[Session]) -> int:
+    with factory() as db:
+        return int(db.scalar(select(func.count()).where(GameSession.settled_at.is_not(None))) or 0)
+
+
 def test_settle_is_idempotent_and_adjusts_by_the_difference(
     db_factory: sessionmaker[Session], seeded: Seeded
 ) -> None:
+    """The seed is a database from before batched settlement: provisional 20s and catches on the ledger."""
     a, b = seeded.untainted_wrong
     catches_before = _turn_totals(db_factory, ("catch",))
-    first = settle_points(db_factory, {a: 0.9, b: 0.25})
-    assert (first.candidates, first.settled, first.adjusted, first.missing) == (2, 2, 2, 0)
+    first = settle_points(db_factory, {a: 0.9, b: 0.25}, policy=ONE, now=T0 + timedelta(hours=1))
+    assert (first.players, first.sessions) == (2, 2)
+    assert (first.candidates, first.settled, first.adjusted, first.missing) == (4, 4, 2, 0)
     assert first.change == pytest.approx(20 * 0.9 - 20 + 20 * 0.25 - 20)
     assert _turn_totals(db_factory) == pytest.approx({a: 18.0, b: 5.0})
     lines = _lines(db_factory)
 
-    again = settle_points(db_factory, pd.DataFrame({"turn_id": [a, b], "p_wrong": [0.9, 0.25]}))
-    assert again.adjusted == 0 and _lines(db_factory) == lines  # re-running never double counts
+    frame = pd.DataFrame({"turn_id": [a, b], "p_wrong": [0.9, 0.25]})
+    again = settle_points(db_factory, frame, policy=ONE)
+    assert again.sessions == 0 and again.adjusted == 0 and _lines(db_factory) == lines  # never twice
 
-    later = settle_points(db_factory, {a: 0.95, b: 0.25, "unknown-turn": 0.5})
-    assert later.adjusted == 1 and later.change == pytest.approx(1.0)
-    assert _turn_totals(db_factory) == pytest.approx({a: 19.0, b: 5.0})
-    assert _turn_totals(db_factory, ("catch",)) == catches_before  # tainted catches are never touched
+    # credited points move only when the player has a new batch: nothing is due here
+    later = settle_points(db_factory, {a: 0.95, b: 0.25, "unknown-turn": 0.5}, policy=ONE)
+    assert later.adjusted == 0 and _turn_totals(db_factory) == pytest.approx({a: 18.0, b: 5.0})
+    assert _turn_totals(db_factory, ("catch",)) == catches_before  # catches were already right
 
-    with db_factory() as db:  # a leaderboard sums the ledger: 20 per catch + the settled value
-        points = dict(
-            db.execute(
-                select(PointsEntry.player_id, func.sum(PointsEntry.amount)).group_by(PointsEntry.player_id)
-            ).all()
-        )
-    assert sorted(points.values()) == pytest.approx(sorted([20 + 19.0, 20 + 5.0]))
+    with db_factory() as db:
+        for player in seeded.players:
+            assert credited_points(db, player) in (pytest.approx(20 + 18.0), pytest.approx(20 + 5.0))
+            assert pending_points(db, player) == 0
 
 
-def test_settle_leaves_turns_without_a_posterior(db_factory: sessionmaker[Session], seeded: Seeded) -> None:
+def test_a_batch_waits_for_enough_sessions_or_age(db_factory: sessionmaker[Session], seeded: Seeded) -> None:
     a, b = seeded.untainted_wrong
-    summary = settle_points(db_factory, {a: 0.5})
-    assert (summary.settled, summary.missing) == (1, 1)
+    policy = SettlePolicy(min_sessions=2, max_age=timedelta(days=1))
+    early = settle_points(db_factory, {a: 0.5, b: 0.5}, policy=policy, now=T0 + timedelta(hours=1))
+    assert early.sessions == 0 and _settled_sessions(db_factory) == 0
+    with db_factory() as db:  # not credited: neither provisional lines nor catches count yet
+        assert [credited_points(db, p) for p in seeded.players] == [0.0, 0.0]
+        assert [pending_points(db, p) for p in seeded.players] == [40.0, 40.0]
+    aged = settle_points(db_factory, {a: 0.5, b: 0.5}, policy=policy, now=T0 + timedelta(days=2))
+    assert aged.sessions == 2 and _settled_sessions(db_factory) == 2
+
+
+def test_settle_waits_for_turns_without_a_posterior(
+    db_factory: sessionmaker[Session], seeded: Seeded
+) -> None:
+    a, b = seeded.untainted_wrong
+    summary = settle_points(db_factory, {a: 0.5}, policy=ONE)
+    assert (summary.players, summary.settled, summary.missing) == (1, 3, 1)
     assert _turn_totals(db_factory) == pytest.approx({a: 10.0, b: 20.0})
+    assert _settled_sessions(db_factory) == 1  # b's player waits for a fit that covers the turn
 
 
 def test_dry_run_writes_nothing(db_factory: sessionmaker[Session], seeded: Seeded) -> None:
     lines = _lines(db_factory)
-    summary = settle_points(db_factory, {seeded.untainted_wrong[0]: 0.1}, dry_run=True)
-    assert summary.adjusted == 1 and _lines(db_factory) == lines
+    summary = settle_points(db_factory, {seeded.untainted_wrong[0]: 0.1}, policy=ONE, dry_run=True)
+    assert summary.adjusted == 1 and _lines(db_factory) == lines and _settled_sessions(db_factory) == 0
 
 
 def test_bad_posteriors_are_rejected(db_factory: sessionmaker[Session], seeded: Seeded) -> None:
@@ -222,6 +246,7 @@ def test_bad_posteriors_are_rejected(db_factory: sessionmaker[Session], seeded: 
 def cli_env(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("GAP_DATABASE_URL", database_url)
     monkeypatch.setenv("GAP_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("GAP_SETTLE_MIN_SESSIONS", "1")
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
@@ -241,7 +266,7 @@ def test_cli_export_fit_and_settle(
     assert res.exit_code == 0, res.output
     res = runner.invoke(quality_cli.app, ["settle", "--from", str(fit)])
     assert res.exit_code == 0, res.output
-    assert "2 settled" in res.output
+    assert "2 sessions of 2 players" in res.output
     posterior = pd.read_csv(fit / "turns.csv", dtype={"turn_id": str}).set_index("turn_id")["p_wrong"]
     totals = _turn_totals(db_factory)
     for turn in seeded.untainted_wrong:

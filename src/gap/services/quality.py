@@ -159,13 +159,13 @@ class SettleSummary:
 def due_sessions(db: Session, policy: SettlePolicy, now: datetime) -> dict[str, list[str]]:
     """Unsettled finished sessions of the players that are due, by player id."""
     rows = db.execute(
-        select(GameSession.player_id, GameSession.id, GameSession.finished_at).where(
+        select(GameSession.player_id, GameSession.id, GameSession.finished_at, GameSession.created_at).where(
             GameSession.status == "finished", GameSession.settled_at.is_(None)
         )
     ).all()
     per: dict[str, list[tuple[str, datetime]]] = {}
-    for player_id, session_id, finished_at in rows:
-        per.setdefault(player_id, []).append((session_id, finished_at or now))
+    for player_id, session_id, finished_at, created_at in rows:
+        per.setdefault(player_id, []).append((session_id, finished_at or created_at))
     return {
         player: [sid for sid, _ in sessions]
         for player, sessions in per.items()

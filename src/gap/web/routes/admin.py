@@ -14,8 +14,6 @@ import hmac
 import re
 import shutil
 import tempfile
-import threading
-import time
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -40,7 +38,6 @@ router = APIRouter(prefix="/admin", include_in_schema=False)
 COOKIE = "gap_admin"
 COOKIE_SECONDS = 12 * 3600
 CHANGE_HEADER = "X-GAP-Admin"
-QUALITY_CACHE_SECONDS = 60.0
 EXPORT_FORMATS = ("llava", "sharegpt", "swift", "hf")
 _EXPORT_NAME = re.compile(r"^[a-z]+-\d{8}T\d{6}Z$")
 
@@ -167,18 +164,10 @@ def logout() -> Response:
 # --- the dashboard ----------------------------------------------------------------------------
 
 
-_QUALITY_LOCK = threading.Lock()
-
-
 def _quality(request: Request, ctx: Context, settings: Settings) -> dash.QualityView:
-    """The reliability model's view, refitted at most once a minute (a fit can take seconds)."""
-    with _QUALITY_LOCK:  # the page and its plots ask at once: fit once, not three times
-        cached = getattr(request.app.state, "admin_quality", None)
-        if cached and cached[0] > time.monotonic() and cached[1].theta == settings.theta:
-            return cached[1]  # type: ignore[no-any-return]
-        view = dash.quality_view(ctx.factory, theta=settings.theta)
-        request.app.state.admin_quality = (time.monotonic() + QUALITY_CACHE_SECONDS, view)
-        return view
+    """The reliability model's view as the worker last stored it (a request never refits)."""
+    with reading(ctx.factory) as db:
+        return dash.stored_quality_view(db, theta=settings.theta)
 
 
 def _reliability(ctx: Context, quality: dash.QualityView) -> tuple[list[float], bool]:
@@ -345,7 +334,7 @@ def export(body: ExportIn, settings: AppSettings, ctx: Context, _who: Admin) -> 
     summary = dash.export_dataset(
         ctx.factory,
         fmt=body.format,
-        theta=settings.theta,
+        settings=settings,
         images_dir=ctx.images_dir,
         out_root=dash.export_dir(settings.data_dir),
         now=ctx.clock(),
