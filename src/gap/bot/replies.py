@@ -11,7 +11,7 @@ from html import escape
 from gap.bot.context import BotContext
 from gap.db.engine import reading
 from gap.services.leaderboard import Window, leaderboard, rank_of
-from gap.services.players import revealed_points
+from gap.services.players import credited_points
 from gap.services.telegram import find_telegram_player
 
 WINDOW_TITLES = {Window.ALL: "all time", Window.WEEK: "this week", Window.DAY: "today"}
@@ -54,7 +54,7 @@ def me_text(ctx: BotContext, telegram_id: int) -> str:
         player = find_telegram_player(db, telegram_id)
         if player is None:
             return "You have not played yet. Tap <b>Play</b> to start!"
-        points = revealed_points(db, player.id)
+        points = credited_points(db, player.id)
         ranks = {w: rank_of(db, player_id=player.id, window=w, now=now) for w in Window}
     placed = [f"#{rank} {WINDOW_TITLES[w]}" for w, rank in ranks.items() if rank is not None]
     standing = ", ".join(placed) if placed else "no finished session yet"
