@@ -74,6 +74,7 @@ def create_app(
         model=get_model,
         images_dir=settings.images_dir,
         max_question_chars=settings.max_question_chars,
+        model_timeout=settings.model_timeout,
         clock=clock,
         rng=rng,
     )
