@@ -73,6 +73,23 @@ class Settings(BaseSettings):
         description="Keep an untainted Wrong verdict when P(model wrong) >= theta.",
     )
     max_question_chars: int = Field(default=500, ge=1, description="Longest question a player may ask.")
+    settle_min_sessions: int = Field(
+        default=3,
+        ge=1,
+        description="Credit a player's points once this many finished sessions await settlement.",
+    )
+    settle_max_age: float = Field(
+        default=86400.0,
+        gt=0,
+        description="...or once their oldest unsettled finished session is this many seconds old.",
+    )
+    worker: bool = Field(
+        default=True,
+        description="Run the background worker (close abandoned sessions, settle, refit) inside `gap serve`.",
+    )
+    worker_interval: float = Field(
+        default=60.0, gt=0, description="Seconds between two passes of the background worker."
+    )
     reference_model: str | None = Field(
         default=None,
         description="Model name on the reference endpoint that writes missing reference answers.",
