@@ -14,6 +14,8 @@ const state = {
   round: null,          // the round being played, as the server sent it (turns included)
   deadline: 0,          // performance.now() at which the round ends, from the server's seconds_left
   busy: false,          // a question or verdict is on its way
+  epoch: 0,             // bumped by every action of the player: a reload sent before one is stale
+  timedOut: false,      // the last round ran out of time (said with the next picture's toast)
   retry: null,          // what the Retry button does after a failure
   board: "all",
   tg: null,             // Telegram.WebApp inside Telegram, else null
@@ -71,6 +73,7 @@ async function api(method, path, body, { timeout = 20_000 } = {}) {
 function show(section) {
   for (const id of SECTIONS) $(id).hidden = id !== section;
   const playing = section === "round";
+  document.body.classList.toggle("playing", playing);
   $("progress").hidden = $("countdown").hidden = $("timebar").hidden = !playing;
   $("board").hidden = playing;  // one thing at a time on a small screen
   setMainButton(section);
@@ -147,10 +150,21 @@ async function rankText() {
 
 // --- lobby and sessions --------------------------------------------------------------------
 
+const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
+const formatPoints = (value) => String(Math.round(value * 100) / 100);
+
+/** "140 points, 60 credited so far": Wrong verdicts count 20 each until settlement credits them. */
+function pointsText(me) {
+  const credited = Number(me.points) || 0;
+  const total = credited + (Number(me.points_pending) || 0);
+  const text = `${formatPoints(total)} points`;
+  return total === credited ? text : `${text}, ${formatPoints(credited)} credited so far`;
+}
+
 async function lobby() {
   state.me = await api("GET", "/api/me");
   $("hello").textContent = `Hi ${state.me.name}!`;
-  $("my-points").textContent = state.me.points;
+  $("my-points").textContent = pointsText(state.me);
   $("my-rank").textContent = "";
   show("lobby");
   rankText().then((text) => { $("my-rank").textContent = text ? ` · ${text}` : ""; }).catch(() => {});
@@ -174,19 +188,33 @@ async function start() {
 }
 
 async function reload() {
+  const epoch = state.epoch;
   const s = await api("GET", `/api/sessions/${state.session.session_id}`);
+  // An answer or verdict that arrived meanwhile is newer than this view: drop the stale one.
+  if (epoch !== state.epoch) return;
   state.session = { ...state.session, images_total: s.images_total };
   if (s.status === "finished") return finish(s);
   renderRound(s.round);
+}
+
+/** What the player did, in plain words: nothing here depends on which pictures were which. */
+function summaryText(summary) {
+  if (!summary) return "";
+  const asked = `You asked ${plural(summary.questions, "question", "questions")}`;
+  const caught = summary.caught === 0 ? "caught no mistakes" : `caught ${plural(summary.caught, "mistake", "mistakes")}`;
+  if (summary.corrections === 0) return `${asked} and ${caught}.`;
+  return `${asked}, ${caught} and gave ${plural(summary.corrections, "correction", "corrections")}.`;
 }
 
 async function finish(s) {
   state.round = null;
   storage.remove("gap.session");
   $("toast").hidden = true;
-  $("session-points").textContent = s.points ?? 0;
+  $("end-summary").textContent = summaryText(s.summary);
+  $("end-points").textContent = "";
   $("end-rank").textContent = "";
   show("end");
+  api("GET", "/api/me").then((me) => { state.me = me; $("end-points").textContent = `Your total: ${pointsText(me)}.`; }).catch(() => {});
   haptic("success");
   rankText().then((text) => { $("end-rank").textContent = text ? `You rank ${text}.` : ""; }).catch(() => {});
   refreshBoard().catch(() => {});
@@ -203,17 +231,26 @@ function renderRound(round) {
   if ($("image").dataset.src !== round.image_url) {
     $("image").src = round.image_url;
     $("image").dataset.src = round.image_url;
-    if (previous && previous.round_id !== round.round_id) toast(`Picture ${round.index} of ${state.session.images_total}`);
+    if (previous && previous.round_id !== round.round_id || state.timedOut) {
+      toast(`${state.timedOut ? "Time's up! " : ""}Picture ${round.index} of ${state.session.images_total}`);
+    }
   }
+  state.timedOut = false;
   renderChat(round.turns);
   const last = round.turns.at(-1);
   const pending = Boolean(last && last.answer === null);
   const awaiting = Boolean(last && last.answer !== null && !last.verdict);
   if (last && $("question").value.trim() === last.question) $("question").value = "";
-  $("verdict").hidden = !awaiting;
-  $("ask-form").hidden = awaiting || pending;
-  $("correction-form").hidden = true;
+  setHidden("verdict", !awaiting);
+  setHidden("ask-form", awaiting || pending);
+  setHidden("correction-form", true);
+  $("round").classList.remove("judging");
   setVerdictDisabled(false);
+  checkLength($("question"));
+  if (!previous || previous.round_id !== round.round_id) {
+    // The bar's full length is the round's length: the server's, or what is left if more.
+    state.roundTotal = Math.max(state.roundSeconds, round.seconds_left);
+  }
   state.deadline = performance.now() + round.seconds_left * 1000;
   tick();
   if (pending) setTimeout(() => state.round && reload().catch(() => {}), 1500);
@@ -229,6 +266,14 @@ function renderChat(turns, pendingQuestion) {
   $("chat").replaceChildren(...items);
   const end = items.at(-1);
   if (end) end.scrollIntoView({ block: "nearest" });
+}
+
+/** Hide or show a part of the page; focus inside a part being hidden goes back to the page, so the
+ *  next key is a shortcut, not typing into a hidden box (Chromium moves it only a task later). */
+function setHidden(id, hidden) {
+  const node = $(id);
+  if (hidden && node.contains(document.activeElement)) document.activeElement.blur();
+  node.hidden = hidden;
 }
 
 function thinking() {
@@ -248,17 +293,19 @@ function tick() {
   const left = Math.ceil(exact);
   $("countdown").textContent = `${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}`;
   $("countdown").classList.toggle("low", left <= 10);
-  const total = state.roundSeconds;
-  $("timebar").firstElementChild.style.width = `${Math.min(100, (100 * exact) / total)}%`;
+  // The bar and the number come from the same instant, so they agree from the first frame.
+  $("timebar").firstElementChild.style.width = `${Math.min(100, (100 * exact) / state.roundTotal)}%`;
   $("timebar").classList.toggle("low", left <= 10);
   if (!$("correction-form").hidden && exact <= 2 && !state.busy) {
-    // The player chose Wrong and is still typing: send it before the round closes.
-    judge("wrong", $("correction").value.trim() || null);
+    // The player chose Wrong and is still typing: send it before the round closes (a correction
+    // over the limit is left out rather than cut, so the verdict is never lost).
+    judge("wrong", (checkLength($("correction")) && $("correction").value.trim()) || null);
     return;
   }
   if (left === 0 && !state.busy) {
     state.round = null;
-    toast("Time's up for this picture!");
+    state.timedOut = true;
+    toast("Time's up!");
     haptic("warning");
     reload().catch((e) => error(e.message, () => reload().then(() => error(""))));
   }
@@ -271,8 +318,9 @@ function setVerdictDisabled(disabled) {
 async function ask(event) {
   if (event) event.preventDefault();
   const question = $("question").value.trim();
-  if (!question || !state.round || state.busy) return;
+  if (!question || !state.round || state.busy || !checkLength($("question"))) return;
   state.busy = true;
+  state.epoch += 1;
   $("ask").disabled = true;
   $("question").readOnly = true;
   error("");
@@ -315,7 +363,9 @@ async function retryAsk() {
 async function judge(verdict, correction = null) {
   const turn = state.round && state.round.turns.at(-1);
   if (!turn || state.busy) return;
+  if (correction !== null && !checkLength($("correction"))) return;
   state.busy = true;
+  state.epoch += 1;
   setVerdictDisabled(true);
   error("");
   try {
@@ -342,14 +392,39 @@ async function judge(verdict, correction = null) {
 
 function openCorrection() {
   if (!state.round || state.busy) return;
-  $("verdict").hidden = true;
-  $("correction-form").hidden = false;
-  $("correction").focus();
+  setHidden("verdict", true);
+  setHidden("correction-form", false);
+  $("round").classList.add("judging");  // a smaller picture: the answer being judged stays in view
+  checkLength($("correction"));
+  $("correction").focus({ preventScroll: true });
+  const answer = $("chat").lastElementChild;
+  if (answer) answer.scrollIntoView({ block: "nearest" });
 }
 
 function closeCorrection() {
-  $("correction-form").hidden = true;
-  $("verdict").hidden = false;
+  setHidden("correction-form", true);
+  $("round").classList.remove("judging");
+  setHidden("verdict", false);
+  $("wrong").focus();  // back where the player was; a key pressed next is a shortcut again
+}
+
+// --- length limits: a counter near the limit, and refusal beyond it (text is never cut) -------
+
+/** True when the box's text is within its limit; near the limit a counter shows, beyond it the
+ *  send button is disabled with a message. The server counts the same (stripped, in characters). */
+function checkLength(input) {
+  const limit = Number(input.dataset.limit);
+  const counter = $(`${input.id}-count`);
+  const used = [...input.value.trim()].length;
+  const over = used > limit;
+  counter.hidden = used < limit * 0.8;
+  counter.textContent = over
+    ? `Too long: ${used}/${limit} characters. Please shorten it.`
+    : `${used}/${limit}`;
+  counter.classList.toggle("over", over);
+  input.setAttribute("aria-invalid", String(over));
+  $(input.dataset.sends).disabled = over;
+  return !over;
 }
 
 // --- zoom: pinch, drag, wheel and double-tap -----------------------------------------------
@@ -432,7 +507,8 @@ function toggleTheme() {
 }
 
 function typing(target) {
-  return target instanceof HTMLInputElement || target instanceof HTMLTextAreaElement;
+  const box = target instanceof HTMLInputElement || target instanceof HTMLTextAreaElement;
+  return box && !target.closest("[hidden]");  // a hidden box keeps focus a moment: not typing
 }
 
 function onKey(e) {
@@ -550,6 +626,7 @@ function wire() {
   $("start").addEventListener("click", start);
   $("again").addEventListener("click", start);
   $("ask-form").addEventListener("submit", ask);
+  for (const id of ["question", "correction"]) $(id).addEventListener("input", () => checkLength($(id)));
   $("correct").addEventListener("click", () => judge("correct"));
   $("wrong").addEventListener("click", openCorrection);
   $("skip-correction").addEventListener("click", () => judge("wrong", null));
@@ -572,6 +649,8 @@ function wire() {
     // Timers sleep with the phone: resync with the server's deadline when the page is back.
     if (document.visibilityState === "visible" && state.round && !state.busy) reload().catch(() => {});
   });
+  // The soft keyboard shrinks the chat: keep its end (the answer being judged) in view.
+  new ResizeObserver(() => { $("chat").scrollTop = $("chat").scrollHeight; }).observe($("chat"));
   setupZoom();
   setInterval(tick, 250);
 }
@@ -593,6 +672,7 @@ async function resume() {
 
 async function main() {
   state.roundSeconds = Number(document.body.dataset.roundSeconds) || 120;
+  state.roundTotal = state.roundSeconds;
   wire();
   $("offline").hidden = navigator.onLine !== false;
   if (!storage.get("gap.onboarded")) openHelp();
