@@ -21,7 +21,6 @@ app.add_typer(train.app, name="train")
 app.command("simulate")(simulate.simulate)
 app.command("serve")(serve.serve)
 app.command("worker")(worker.worker)
-app.command("worker")(worker.worker)
 app.command("demo")(demo.demo)
 app.command("bot")(bot.bot)
 
