@@ -142,24 +142,26 @@ def settle(
     ] = None,
     dry_run: Annotated[bool, typer.Option(help="Show what would change without writing.")] = False,
 ) -> None:
-    """Settle untainted Wrong verdicts at 20 x P(model wrong): idempotent, re-runs add only differences."""
+    """Credit due players' finished sessions (GAP_SETTLE_*): idempotent, re-runs add only differences."""
     from gap.quality._pipeline import QualityResult
     from gap.services.quality import fit_database, settle_points
+    from gap.services.worker import settle_policy
 
     factory = database(settings())
     if from_ is not None:
         posteriors = QualityResult.read(from_).turns
     else:
         with _stage("fitting the reliability model on the judged turns"):
-            fit = fit_database(factory)
+            fit = fit_database(factory, settings())
         if fit is None:
             console.print("no judged turns: nothing to settle")
             return
         posteriors = fit.turns[["turn_id"]].assign(p_wrong=fit.p_wrong)
     with _stage("settling"):
-        summary = settle_points(factory, posteriors, dry_run=dry_run)
+        summary = settle_points(factory, posteriors, policy=settle_policy(settings()), dry_run=dry_run)
     verb = "would adjust" if dry_run else "adjusted"
     console.print(
-        f"{summary.candidates} untainted Wrong turns: {summary.settled} settled, {verb} {summary.adjusted} "
-        f"(change {summary.change:+.2f} points), {summary.missing} without a posterior"
+        f"{summary.sessions} sessions of {summary.players} players due: {summary.candidates} Wrong turns, "
+        f"{summary.settled} priced, {verb} {summary.adjusted} (change {summary.change:+.2f} points), "
+        f"{summary.missing} without a posterior"
     )
