@@ -372,9 +372,7 @@ def test_dashboard_in_the_browser(
     page.wait_for_selector("#images tbody tr.off")
     # the live view refreshes by itself
     page.clock.run_for(5_500)
-    page.wait_for_function(
-        "document.getElementById('live-status').textContent.startsWith('updated')", timeout=8000
-    )
+    page.wait_for_function("document.getElementById('live-status').textContent.startsWith('updated')")
     shots = ROOT / "docs" / "screenshots" if os.environ.get("GAP_UPDATE_SCREENSHOTS") == "1" else tmp_path
     shot = PILImage.open(io.BytesIO(page.screenshot(full_page=True))).convert("RGB")
     shot.quantize(colors=128, method=PILImage.Quantize.MEDIANCUT).save(shots / "admin.png", optimize=True)
