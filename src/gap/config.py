@@ -105,6 +105,14 @@ class Settings(BaseSettings):
     reference_max_new_tokens: int = Field(
         default=256, gt=0, description="Longest reference answer, in tokens."
     )
+    judge_model: str | None = Field(
+        default=None, description="Judge model of `gap eval score` (the GPT score), e.g. `gpt-4o-2024-08-06`."
+    )
+    judge_base_url: str = Field(
+        default="https://api.openai.com/v1",
+        description="Base URL of the judge's OpenAI-compatible endpoint (`gap eval score`).",
+    )
+    judge_api_key: str = Field(default="EMPTY", description="API key of the judge endpoint.")
     admin_token: str | None = Field(
         default=None, description="Bearer token for `/admin` (unset: admin disabled)."
     )

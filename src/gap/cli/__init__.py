@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from gap.cli import bot, data, db, demo, images, models, quality, serve, simulate, train, turns, worker
+from gap.cli import eval as eval_cli
 
 app = typer.Typer(
     help="GAP: Gamified Adversarial Prompting — collect VLM blind spots by playing a game.",
@@ -18,6 +19,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(quality.app, name="quality")
 app.add_typer(turns.app, name="turns")
 app.add_typer(train.app, name="train")
+app.add_typer(eval_cli.app, name="eval")
 app.command("simulate")(simulate.simulate)
 app.command("serve")(serve.serve)
 app.command("worker")(worker.worker)

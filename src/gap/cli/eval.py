@@ -1,0 +1,171 @@
+"""`gap eval`: answers on an evaluation set, the GPT score and offline metrics, comparisons.
+
+torch and transformers load only inside `gap eval answer` with a `transformers:` model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from gap.cli._common import console, handle_errors, settings
+
+app = typer.Typer(
+    help="Evaluate models: answer an evaluation set, score it, compare runs.", no_args_is_help=True
+)
+
+Metric = Annotated[
+    str,
+    typer.Option(
+        help="gpt-score (a judge model), or an offline metric: exact-match, numeric (counting questions), "
+        "yes-no (existence questions)."
+    ),
+]
+JudgeModel = Annotated[
+    str | None, typer.Option("--judge", help="Judge model name on the endpoint [GAP_JUDGE_MODEL].")
+]
+JudgeUrl = Annotated[
+    str | None, typer.Option("--judge-base-url", help="Judge endpoint [GAP_JUDGE_BASE_URL].")
+]
+JudgeKey = Annotated[str | None, typer.Option("--judge-api-key", help="Judge API key [GAP_JUDGE_API_KEY].")]
+WithQuestion = Annotated[
+    bool, typer.Option(help="Show the judge the question too (prompt gap-vqa-v1-q, not the paper's).")
+]
+FailuresAsZero = Annotated[
+    bool, typer.Option(help="Count unparsable replies and failed calls as 0 instead of leaving them out.")
+]
+Repeats = Annotated[int, typer.Option(min=1, help="Ask the judge K times per item; reports agreement.")]
+Concurrency = Annotated[int, typer.Option(min=1, help="Judge (or HTTP model) requests in flight at once.")]
+CachePath = Annotated[
+    Path | None,
+    typer.Option(help="Judge reply cache (SQLite). Default: <GAP_DATA_DIR>/eval/judge-cache.sqlite3."),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")]
+ImagesDir = Annotated[
+    Path | None, typer.Option(help="Local images named like the GAP-VQA image URLs' file names.")
+]
+Split = Annotated[str | None, typer.Option(help="Only this split of a records or export folder.")]
+
+
+def judge_setup(
+    judge: str | None,
+    base_url: str | None,
+    api_key: str | None,
+    cache: Path | None,
+    *,
+    with_question: bool,
+    repeats: int,
+    concurrency: int,
+) -> Any:
+    """The judge of the GPT score from options, then GAP_JUDGE_* settings; ``None`` without a model."""
+    from gap.evaluate._score import JudgeSetup
+
+    current = settings()
+    model = judge or current.judge_model
+    if model is None:
+        return None
+    return JudgeSetup(
+        model=model,
+        base_url=base_url or current.judge_base_url,
+        api_key=api_key or current.judge_api_key,
+        cache=cache or current.data_dir / "eval" / "judge-cache.sqlite3",
+        with_question=with_question,
+        repeats=repeats,
+        concurrency=concurrency,
+    )
+
+
+def _cell(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def print_report(report: dict[str, Any]) -> None:
+    """The report as a table on stderr: overall, then each question type."""
+    table = Table(title=f"{report['metric']}", title_justify="left")
+    for column in ("", "score", "95% CI", "n", "failures"):
+        table.add_column(column, justify="left" if not column else "right")
+    rows = [("all", report), *report["by_type"].items()]
+    for name, row in rows:
+        ci = f"{_cell(row['ci_low'])} - {_cell(row['ci_high'])}"
+        table.add_row(name, _cell(row["score"]), ci, str(row["n"]), str(row["failures"]))
+    console.print(table)
+    if report.get("failure_kinds"):
+        kinds = ", ".join(f"{k} {v}" for k, v in report["failure_kinds"].items())
+        note = "counted as 0" if report["failures_as_zero"] else "left out of the score"
+        console.print(f"failures ({note}): {kinds}")
+    if "judge" in report:
+        j = report["judge"]
+        reported = ", ".join(j["reported"]) or "-"
+        console.print(
+            f"judge {j['requested']} (server reports {reported}), prompt {j['prompt_version']} "
+            f"#{j['prompt_hash']}; {j['calls']} calls, {j['cached']} cached replies"
+        )
+    if "agreement" in report:
+        a = report["agreement"]
+        console.print(
+            f"judge agreement over repeats: {_cell(a['identical'])} of {a['items']} items identical, "
+            f"mean |difference| {_cell(a['mean_abs_diff'])}"
+        )
+    if report.get("skipped"):
+        console.print(f"{report['skipped']} items the metric does not apply to were skipped")
+
+
+def write_scores(out: Path, report: dict[str, Any], results: list[Any]) -> None:
+    """``<out>/score-<metric>.json`` and ``<out>/scores-<metric>.jsonl`` (one line per item)."""
+    from gap.data._io import atomic_write_json
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / f"score-{report['metric']}.json", report)
+    atomic_write_json(out / f"scores-{report['metric']}.jsonl", [r.to_dict() for r in results], lines=True)
+
+
+@app.command("score")
+@handle_errors
+def score(
+    source: Annotated[
+        Path, typer.Argument(help="A gap eval RUN folder, JSON/JSONL items, or GAP-VQA val.json as it is.")
+    ],
+    judge: JudgeModel = None,
+    judge_base_url: JudgeUrl = None,
+    judge_api_key: JudgeKey = None,
+    metric: Metric = "gpt-score",
+    with_question: WithQuestion = False,
+    failures_as_zero: FailuresAsZero = False,
+    repeats: Repeats = 1,
+    concurrency: Concurrency = 8,
+    cache: CachePath = None,
+    split: Split = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the report and per-item scores (default: the RUN folder).")
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Score answers: mean, image-clustered bootstrap 95% CI, n, failures, per question type."""
+    from gap.evaluate import load_items
+    from gap.evaluate._score import score_items
+
+    items = load_items(source, split=split)
+    setup = judge_setup(
+        judge,
+        judge_base_url,
+        judge_api_key,
+        cache,
+        with_question=with_question,
+        repeats=repeats,
+        concurrency=concurrency,
+    )
+    report, results = score_items(
+        items, metric=metric, judge=setup, failures_as_zero=failures_as_zero, show_progress=not as_json
+    )
+    report["source"] = str(source)
+    target = out or (source if source.is_dir() else None)
+    if target is not None:
+        write_scores(target, report, results)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        print_report(report)
