@@ -208,6 +208,7 @@ function summaryText(summary) {
 
 async function finish(s) {
   state.round = null;
+  state.timedOut = false;
   storage.remove("gap.session");
   $("toast").hidden = true;
   $("end-summary").textContent = summaryText(s.summary);
@@ -231,7 +232,7 @@ function renderRound(round) {
   if ($("image").dataset.src !== round.image_url) {
     $("image").src = round.image_url;
     $("image").dataset.src = round.image_url;
-    if (previous && previous.round_id !== round.round_id || state.timedOut) {
+    if ((previous && previous.round_id !== round.round_id) || state.timedOut) {
       toast(`${state.timedOut ? "Time's up! " : ""}Picture ${round.index} of ${state.session.images_total}`);
     }
   }
@@ -241,10 +242,12 @@ function renderRound(round) {
   const pending = Boolean(last && last.answer === null);
   const awaiting = Boolean(last && last.answer !== null && !last.verdict);
   if (last && $("question").value.trim() === last.question) $("question").value = "";
-  setHidden("verdict", !awaiting);
+  // A refresh of the same answer (network back, phone awake) leaves a correction being typed open.
+  const typingCorrection = Boolean(awaiting && previous && previous.round_id === round.round_id && !$("correction-form").hidden);
+  setHidden("verdict", !awaiting || typingCorrection);
   setHidden("ask-form", awaiting || pending);
-  setHidden("correction-form", true);
-  $("round").classList.remove("judging");
+  setHidden("correction-form", !typingCorrection);
+  $("round").classList.toggle("judging", typingCorrection);
   setVerdictDisabled(false);
   checkLength($("question"));
   if (!previous || previous.round_id !== round.round_id) {
