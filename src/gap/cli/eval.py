@@ -169,3 +169,87 @@ def score(
         typer.echo(json.dumps(report, indent=2))
     else:
         print_report(report)
+
+
+ModelSpec = Annotated[
+    str, typer.Option("--model", help="transformers:<folder or hub id> (batched), or openai:<name> (HTTP).")
+]
+Adapter = Annotated[Path | None, typer.Option(help="A LoRA adapter folder (gap train output).")]
+DataSet = Annotated[
+    Path, typer.Option("--data", help="An export or records folder, JSON/JSONL items, or GAP-VQA val.json.")
+]
+BatchSize = Annotated[int, typer.Option(min=1, help="Items per generate call (local models).")]
+MaxNewTokens = Annotated[int | None, typer.Option(help="Longest answer in tokens [GAP_MAX_NEW_TOKENS].")]
+
+
+def answer_run(
+    model: str,
+    adapter: Path | None,
+    data: Path,
+    out: Path,
+    *,
+    split: str | None,
+    images_dir: Path | None,
+    batch_size: int,
+    concurrency: int,
+    max_new_tokens: int | None,
+    show_progress: bool,
+) -> Any:
+    """Answer ``data`` into the RUN folder ``out`` (resuming it); returns the AnswerResult."""
+    from gap.evaluate import load_items
+    from gap.evaluate._answer import LocalBatchAnswerer, answer_items, make_answerer, run_settings
+
+    current = settings()
+    items = load_items(data, split=split, images_dir=images_dir)
+    tokens = max_new_tokens or current.max_new_tokens
+    adapter_path = str(adapter) if adapter else None
+    recorded = run_settings(
+        model,
+        adapter=adapter_path,
+        max_new_tokens=tokens,
+        batch_size=batch_size,
+        concurrency=concurrency,
+        source=data,
+        split=split,
+        items=len(items),
+    )
+    answerer = make_answerer(
+        model, adapter=adapter_path, max_new_tokens=tokens, concurrency=concurrency, settings=current
+    )
+    # an HTTP model gets `concurrency` items at a time, all in flight together
+    size = batch_size if isinstance(answerer, LocalBatchAnswerer) else concurrency
+    result = answer_items(
+        items, answerer, out, batch_size=size, settings=recorded, show_progress=show_progress
+    )
+    console.print(
+        f"{result.answered} items answered, {result.skipped} already done, {result.failed} failed -> {out}"
+    )
+    return result
+
+
+@app.command("answer")
+@handle_errors
+def answer(
+    model: ModelSpec,
+    data: DataSet,
+    out: Annotated[Path, typer.Option(help="RUN folder (created, or resumed when it holds this run).")],
+    adapter: Adapter = None,
+    split: Split = None,
+    images_dir: ImagesDir = None,
+    batch_size: BatchSize = 16,
+    concurrency: Concurrency = 8,
+    max_new_tokens: MaxNewTokens = None,
+) -> None:
+    """Answer an evaluation set with a model (greedy); re-running resumes without repeating items."""
+    answer_run(
+        model,
+        adapter,
+        data,
+        out,
+        split=split,
+        images_dir=images_dir,
+        batch_size=batch_size,
+        concurrency=concurrency,
+        max_new_tokens=max_new_tokens,
+        show_progress=True,
+    )

@@ -135,11 +135,14 @@ def load_items(path: Path, *, split: str | None = None, images_dir: Path | None 
 
 
 def read_answers(run: Path) -> list[EvalItem]:
-    """The answered items of a RUN folder; a last line cut short by an interruption is ignored."""
+    """The items of a RUN folder, the last line per id winning (a failed answer retried on resume).
+
+    A last line cut short by an interruption is ignored.
+    """
     path = Path(run) / ANSWERS_FILE
-    items: list[EvalItem] = []
+    items: dict[str, EvalItem] = {}
     if not path.is_file():
-        return items
+        return []
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -150,5 +153,6 @@ def read_answers(run: Path) -> list[EvalItem]:
             if number == len(lines) and not line.endswith("\n"):
                 break  # the write an interruption cut short; that item is answered again
             raise InputError(f"{path}:{number}: not JSON") from None
-        items.append(_from_row(row, str(path), number))
-    return items
+        parsed = _from_row(row, str(path), number)
+        items[parsed.id] = parsed
+    return list(items.values())
