@@ -162,6 +162,17 @@ def test_start_up_probe_spares_every_answer_the_retry(refusing_server: Recording
     assert all(m["role"] != "system" for body in refusing_server.bodies[1:] for m in body["messages"])
 
 
+def test_model_start_up_of_gap_serve_probes_the_server(refusing_server: RecordingServer) -> None:
+    from gap.cli._common import ready_model
+    from gap.config import Settings
+
+    ready = ready_model(Settings(model="openai:recorded", openai_base_url=refusing_server.base_url))
+    assert [body["max_tokens"] for body in refusing_server.bodies] == [1]
+    prompt = turn_prompt([], QUESTION, instructed=True)
+    assert ready.answer(png((9, 9, 9)), prompt.messages, system=prompt.system)
+    assert len(refusing_server.bodies) == 2  # the answer went through at once
+
+
 def test_probe_of_a_server_that_takes_system_messages_changes_nothing(server: RecordingServer) -> None:
     model = client_for(server)
     model.load()
