@@ -144,6 +144,23 @@ def assert_round_in_view(page: Any, controls: str) -> None:
     assert box["ok"], box
 
 
+def assert_picture_fits(page: Any) -> None:
+    """The picture of a new round, once loaded, is as wide as the page (or 40% of the screen's height
+    tall, if that comes first) at its own aspect ratio: no grey bars."""
+    page.wait_for_function(
+        "(img => img.complete && img.naturalWidth > 0"
+        " && img.parentElement.style.getPropertyValue('--ratio') !== '')(document.getElementById('image'))"
+    )
+    pic = page.evaluate(
+        "(img => ({w: img.clientWidth, h: img.clientHeight, nw: img.naturalWidth, nh: img.naturalHeight,"
+        " page: document.getElementById('round').clientWidth, screen: innerHeight}))"
+        "(document.getElementById('image'))"
+    )
+    ratio = pic["nw"] / pic["nh"]
+    assert abs(pic["w"] - min(pic["page"], 0.4 * pic["screen"] * ratio)) <= 1, pic
+    assert abs(pic["h"] - pic["w"] / ratio) <= 1, pic
+
+
 def play_page_sources(page: Any, url: str) -> str:
     """The HTML, JS and CSS a player downloads, lower-cased."""
     return "\n".join(
@@ -181,7 +198,7 @@ def test_a_whole_session_is_played_in_the_browser(
         page.click("#start")
         page.wait_for_selector("#round:not([hidden])")
         assert page.text_content("#progress") == "1/3"
-        assert page.evaluate("document.getElementById('image').naturalWidth") > 0
+        assert_picture_fits(page)
 
         # ask, see the answer, mark it Correct
         page.fill("#question", "What colour is the square?")
@@ -441,12 +458,7 @@ def test_screenshots_of_the_phone_page(
                 page.click("#correct")
                 page.wait_for_selector("#ask-form:not([hidden])")
         page.evaluate("document.getElementById('image').decode()")
-        # the picture fills the width at its own aspect ratio: no grey bars
-        img = page.evaluate(
-            "(({clientWidth: w, clientHeight: h, naturalWidth: nw, naturalHeight: nh, parentElement: p}) =>"
-            " ({w, h, nw, nh, box: p.clientWidth}))(document.getElementById('image'))"
-        )
-        assert img["w"] == img["box"] and abs(img["h"] - img["w"] * img["nh"] / img["nw"]) <= 1, img
+        assert_picture_fits(page)
         assert_round_in_view(page, "#verdict")
         save_screenshot(page, shots / "play-light.png")
         page.click("#theme-btn")  # the manual switch wins over the system's scheme

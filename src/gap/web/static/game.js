@@ -489,6 +489,10 @@ function setupZoom() {
   $("zoom-out").addEventListener("click", () => { zoom.scale /= 1.5; applyZoom(); });
   $("zoom-close").addEventListener("click", closeZoom);
   $("image").addEventListener("click", openZoom);
+  $("image").addEventListener("load", () => {
+    const img = $("image");
+    if (img.naturalHeight) img.parentElement.style.setProperty("--ratio", String(img.naturalWidth / img.naturalHeight));
+  });
   $("zoom-btn").addEventListener("click", openZoom);
 }
 
