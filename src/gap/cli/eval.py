@@ -253,3 +253,46 @@ def answer(
         max_new_tokens=max_new_tokens,
         show_progress=True,
     )
+
+
+@app.command("compare")
+@handle_errors
+def compare(
+    runs: Annotated[
+        list[Path], typer.Argument(help="RUN folders (or scores-*.jsonl files); the first is the baseline.")
+    ],
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for compare.md, compare.png and compare.json.")
+    ] = None,
+    metric: Annotated[
+        str, typer.Option(help="Which scores to compare (the metric `gap eval score` used).")
+    ] = "gpt-score",
+    paper: Annotated[
+        bool, typer.Option(help="Add the paper's GPT scores on GAP-VQA val as reference rows.")
+    ] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Runs side by side: score, CI, paired bootstrap p-value vs the first run, per question type."""
+    compare_and_report(runs, out=out, metric=metric, paper=paper, as_json=as_json)
+
+
+def compare_and_report(
+    runs: list[Path], *, out: Path | None, metric: str, paper: bool, as_json: bool
+) -> dict[str, Any]:
+    from gap.data._io import atomic_write_json, atomic_write_text
+    from gap.evaluate._compare import bar_chart, compare_runs, load_run_scores, markdown_table
+
+    report = compare_runs([load_run_scores(r, metric) for r in runs], paper=paper)
+    report["metric"] = metric
+    table = markdown_table(report)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "compare.md", table)
+        atomic_write_json(out / "compare.json", report)
+        bar_chart(report, out / "compare.png")
+        console.print(f"wrote {out / 'compare.md'}, {out / 'compare.png'} and {out / 'compare.json'}")
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        typer.echo(table)
+    return report
