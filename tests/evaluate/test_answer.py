@@ -162,3 +162,31 @@ def test_http_model_answers_with_bounded_concurrency(
     assert result.exit_code == 0, result.output
     answers = read_answers(tmp_path / "r")
     assert len(seen) == 10 and all(i.answer == f"echo {i.question}" for i in answers)
+
+
+def test_cli_run_answers_scores_and_compares_with_a_baseline(
+    live_server: Callable[[FastAPI], LiveServer], eval_set: Path, tmp_path: Path
+) -> None:
+    app = FastAPI()
+    state = {"good": False}
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> dict[str, Any]:
+        question = (await request.json())["messages"][-1]["content"][1]["text"]
+        right = state["good"] or question.startswith("How many")
+        return {"choices": [{"message": {"role": "assistant", "content": "Two." if right else "Blue."}}]}
+
+    server = live_server(app)
+    env = {"GAP_OPENAI_BASE_URL": f"{server.url}/v1"}
+    common = ["eval", "run", "--model", "openai:m", "--data", str(eval_set), "--metric", "exact-match"]
+    first = CliRunner().invoke(cli, [*common, "--out", str(tmp_path / "base")], env=env)
+    assert first.exit_code == 0, first.output
+    base = json.loads((tmp_path / "base" / "score-exact-match.json").read_text())
+    assert (base["n"], base["score"]) == (10, 0.4)  # the 4 counting questions
+    state["good"] = True
+    args = [*common, "--out", str(tmp_path / "tuned"), "--baseline", str(tmp_path / "base")]
+    second = CliRunner().invoke(cli, args, env=env)
+    assert second.exit_code == 0, second.output
+    compared = json.loads((tmp_path / "tuned" / "compare" / "compare.json").read_text())
+    vs = compared["runs"][1]["vs_baseline"]
+    assert (vs["shared"], vs["difference"]) == (10, 0.6) and vs["p_value"] < 0.05

@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from gap.cli._common import console, handle_errors, settings
+from gap.errors import ConfigError
 
 app = typer.Typer(
     help="Evaluate models: answer an evaluation set, score it, compare runs.", no_args_is_help=True
@@ -296,3 +297,64 @@ def compare_and_report(
     else:
         typer.echo(table)
     return report
+
+
+@app.command("run")
+@handle_errors
+def run(
+    model: ModelSpec,
+    data: DataSet,
+    out: Annotated[Path, typer.Option(help="RUN folder (created, or resumed when it holds this run).")],
+    adapter: Adapter = None,
+    baseline: Annotated[
+        Path | None, typer.Option(help="A scored RUN folder to compare with (paired p-value).")
+    ] = None,
+    judge: JudgeModel = None,
+    judge_base_url: JudgeUrl = None,
+    judge_api_key: JudgeKey = None,
+    metric: Metric = "gpt-score",
+    with_question: WithQuestion = False,
+    failures_as_zero: FailuresAsZero = False,
+    repeats: Repeats = 1,
+    cache: CachePath = None,
+    split: Split = None,
+    images_dir: ImagesDir = None,
+    batch_size: BatchSize = 16,
+    concurrency: Concurrency = 8,
+    max_new_tokens: MaxNewTokens = None,
+) -> None:
+    """Answer + score (+ compare with --baseline): "did my fine-tune help?" in one command."""
+    from gap.evaluate import load_items
+    from gap.evaluate._score import score_items
+
+    setup = judge_setup(
+        judge,
+        judge_base_url,
+        judge_api_key,
+        cache,
+        with_question=with_question,
+        repeats=repeats,
+        concurrency=concurrency,
+    )
+    if metric == "gpt-score" and setup is None:
+        raise ConfigError("the GPT score needs a judge model: pass --judge (or set GAP_JUDGE_MODEL)")
+    answer_run(
+        model,
+        adapter,
+        data,
+        out,
+        split=split,
+        images_dir=images_dir,
+        batch_size=batch_size,
+        concurrency=concurrency,
+        max_new_tokens=max_new_tokens,
+        show_progress=True,
+    )
+    report, results = score_items(
+        load_items(out), metric=metric, judge=setup, failures_as_zero=failures_as_zero, show_progress=True
+    )
+    report["source"] = str(out)
+    write_scores(out, report, results)
+    print_report(report)
+    if baseline is not None:
+        compare_and_report([baseline, out], out=out / "compare", metric=metric, paper=False, as_json=False)
