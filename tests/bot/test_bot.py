@@ -24,6 +24,7 @@ from gap.config import Settings
 from gap.db.engine import make_engine, make_sessionmaker, transaction
 from gap.models.base import ChatMessage, ImageInput
 from gap.services.players import login_telegram
+from gap.services.worker import run_pass, worker_config
 from gap.web.app import create_app
 
 aiogram = pytest.importorskip("aiogram", reason="the bot needs the telegram extra")
@@ -174,6 +175,9 @@ def test_leaderboard_and_me(ctx: BotContext) -> None:
 
     finish_a_session(ctx, ADA.id, "Ada <Lovelace>")
     finish_a_session(ctx, 99, "Bob")
+    # points reach the boards once the worker credits them (here: one session is enough)
+    worker = worker_config(ctx.settings.model_copy(update={"settle_min_sessions": 1}))
+    run_pass(ctx.factory, worker, ctx.clock())
     board, week, me, stranger = run(
         ctx,
         command("/leaderboard"),
