@@ -24,7 +24,7 @@ from gap.db.models import GameSession, PointsEntry, QualityFit
 from gap.services.admin import stored_quality_view
 from gap.services.leaderboard import Window, leaderboard
 from gap.services.quality import SettlePolicy
-from gap.services.worker import WorkerConfig, run_pass, worker_config
+from gap.services.worker import WorkerConfig, run_pass, start_thread, worker_config
 
 pytestmark = pytest.mark.db
 ROUND_S = 120.0
@@ -185,3 +185,27 @@ def test_spammers_end_below_careful_players_on_every_board(
             spam_pts = [points[n] for n in players if n.startswith("spam")]
             assert board[0].name.startswith("careful"), board
             assert sum(spam_pts) / 6 < 0.75 * sum(careful_pts) / 6, (window, points)
+
+
+def test_the_loop_in_a_thread_works_by_itself_until_stopped(
+    settings: Settings, make_client: Any, clock: ManualClock, factory: sessionmaker[Session]
+) -> None:
+    """What `gap serve` starts unless GAP_WORKER=false: no request needed for a session to close."""
+    seed_images(settings)
+    client = make_client(ScriptedModel(random.Random(10)), session_images=4)
+    auth = login(client)
+    session_id = client.post("/api/sessions", headers=auth).json()["session_id"]
+    clock.advance(3 * ROUND_S)
+    thread, stop = start_thread(factory, config(settings), interval=0.01, clock=clock)
+    try:
+        for _ in range(2000):  # wait for the state, not for a time
+            with reading(factory) as db:
+                session = db.get(GameSession, session_id)
+                if session is not None and session.status == "finished":
+                    break
+            threading.Event().wait(0.005)
+        assert session is not None and session.status == "finished"
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert not thread.is_alive()
