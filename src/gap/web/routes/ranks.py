@@ -25,6 +25,6 @@ def my_rank(
     player_id: PlayerId,
     window: Annotated[Window, Query(description="all, week or day")] = Window.ALL,
 ) -> RankOut:
-    """Rank by points of finished sessions only, like the leaderboard (ties share a rank)."""
+    """Rank by credited points (settled sessions only), like the leaderboard (ties share a rank)."""
     with reading(ctx.factory) as db:
         return RankOut(window=window, rank=rank_of(db, player_id=player_id, window=window, now=ctx.clock()))
