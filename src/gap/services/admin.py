@@ -15,7 +15,7 @@ import math
 import warnings
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -347,7 +347,8 @@ def stored_quality_view(db: Session, *, theta: float) -> QualityView:
     row = latest_quality_fit(db)
     if row is None:
         return QualityView(False, "not fitted yet: the worker (`gap worker` or `gap serve`) fits it", theta)
-    return QualityView(**json.loads(row.summary))
+    known = {f.name for f in fields(QualityView)}  # a row written by an older version may differ
+    return QualityView(**{k: v for k, v in json.loads(row.summary).items() if k in known})
 
 
 def top_images(stats: Sequence[ImageStats], quality: QualityView, *, limit: int = 10) -> list[ImageStats]:
