@@ -27,6 +27,11 @@ are present.
 Posterior means, rather than modes, make equations (3)-(4) the posterior predictive probability,
 which is what keeps the filter calibrated for players with few turns. Several players' verdicts on
 one item (same image, same question) multiply their likelihood ratios.
+
+**The fit** is three loops with one job each, as crowd-kit's EM estimators read: the rates alone
+(the priors themselves are in :mod:`._rates`), then the prior of M with the rates fixed (EM on pi,
+or one L-BFGS solve for ``"model"``); or, with ``rates_from="all"``, both together. Each loop
+judges convergence on its own iterations.
 """
 
 from __future__ import annotations
