@@ -656,7 +656,16 @@ function wire() {
     // Timers sleep with the phone: resync with the server's deadline when the page is back.
     if (document.visibilityState === "visible" && state.round && !state.busy) reload().catch(() => {});
   });
-  // The soft keyboard shrinks the chat: keep its end (the answer being judged) in view.
+  // Phones open the soft keyboard over the page (only the visual viewport shrinks): while playing,
+  // the page takes the visible height, so the picture, the judged answer and the box all stay on
+  // screen (times the pinch-zoom scale, so zooming in does not squeeze the layout).
+  const viewport = window.visualViewport;
+  if (viewport) {
+    const fit = () => document.documentElement.style.setProperty("--visible-height", `${viewport.height * viewport.scale}px`);
+    viewport.addEventListener("resize", fit);
+    fit();
+  }
+  // The chat shrinks with it: keep its end (the answer being judged) in view.
   new ResizeObserver(() => { $("chat").scrollTop = $("chat").scrollHeight; }).observe($("chat"));
   setupZoom();
   setInterval(tick, 250);
