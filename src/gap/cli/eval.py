@@ -358,3 +358,73 @@ def run(
     print_report(report)
     if baseline is not None:
         compare_and_report([baseline, out], out=out / "compare", metric=metric, paper=False, as_json=False)
+
+
+@app.command("benchmarks")
+@handle_errors
+def benchmarks(
+    model: ModelSpec,
+    suite: Annotated[
+        str, typer.Option(help="Comma-separated suites: mme,pope,mmbench,mmmu,textvqa,ocrbench,...")
+    ],
+    tool: Annotated[str, typer.Option(help="lmms-eval or vlmevalkit.")] = "lmms-eval",
+    adapter: Adapter = None,
+    out: Annotated[Path, typer.Option(help="Where the harness writes its results.")] = Path("benchmarks-out"),
+    base_url: Annotated[str, typer.Option(help="The OpenAI-compatible server the harness asks.")] = (
+        "http://127.0.0.1:8000/v1"
+    ),
+    lora_rank: Annotated[int, typer.Option(help="vLLM --max-lora-rank (at least the adapter's r).")] = 64,
+    run_them: Annotated[
+        bool, typer.Option("--run", help="Run the harness command (the server must be up).")
+    ] = False,
+) -> None:
+    """Write the command lines that run benchmark suites for this model (and adapter); --run runs them."""
+    import subprocess
+
+    from gap.evaluate._benchmarks import plan_benchmarks
+
+    if tool not in ("lmms-eval", "vlmevalkit"):
+        raise ConfigError(f"unknown tool {tool!r}: lmms-eval or vlmevalkit")
+    plan = plan_benchmarks(
+        model,
+        adapter=str(adapter) if adapter else None,
+        suites=[s.strip() for s in suite.split(",") if s.strip()],
+        tool=tool,  # type: ignore[arg-type]
+        out=out,
+        base_url=base_url,
+        lora_rank=lora_rank,
+    )
+    for name, text in plan.files.items():
+        Path(name).parent.mkdir(parents=True, exist_ok=True)
+        Path(name).write_text(text, encoding="utf-8")
+        console.print(f"wrote {name}")
+    for command in plan.commands:
+        typer.echo(command)
+    if run_them:
+        harness = plan.commands[-1].split("  #")[0]
+        console.print(f"running: {harness}")
+        code = subprocess.call(harness, shell=True)
+        if code:
+            raise typer.Exit(code)
+        console.print(f"done: gap eval import-benchmarks {out}")
+
+
+@app.command("import-benchmarks")
+@handle_errors
+def import_benchmarks_command(
+    folder: Annotated[Path, typer.Argument(help="An lmms-eval --output_path or a VLMEvalKit --work-dir.")],
+    out: Annotated[Path | None, typer.Option(help="Folder for benchmarks.md and benchmarks.json.")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Parse lmms-eval / VLMEvalKit result files into one table: benchmark x model, with differences."""
+    from gap.data._io import atomic_write_json, atomic_write_text
+    from gap.evaluate._benchmarks import benchmarks_table, import_benchmarks
+
+    results = import_benchmarks(folder)
+    table = benchmarks_table(results)
+    rows = [r.to_dict() for r in results]
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "benchmarks.md", table)
+        atomic_write_json(out / "benchmarks.json", rows)
+    typer.echo(json.dumps(rows, indent=2) if as_json else table)
