@@ -207,6 +207,8 @@ class JudgeCache:
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
+        # a cache: losing the last replies to a power cut costs a few calls; an fsync per reply costs more
+        self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute(
             "CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, judge TEXT NOT NULL, "
             "prompt_version TEXT NOT NULL, reply TEXT NOT NULL, model_id TEXT NOT NULL)"
