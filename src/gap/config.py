@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -71,6 +72,32 @@ class Settings(BaseSettings):
         gt=0.0,
         lt=1.0,
         description="Keep an untainted Wrong verdict when P(model wrong) >= theta.",
+    )
+    # The reliability estimator (gap.quality): one fit for `gap quality fit`, the dashboard,
+    # settlement and `gap data export`, so their kept sets never differ.
+    quality_epsilon: float = Field(
+        default=0.05,
+        gt=0.0,
+        lt=0.5,
+        description="epsilon: P(model wrong | tainted image, not instructed).",
+    )
+    quality_delta: float = Field(
+        default=0.01,
+        gt=0.0,
+        lt=0.5,
+        description="delta: P(model right | tainted image, instructed); must be below epsilon.",
+    )
+    quality_prior: Literal["grid", "beta"] = Field(
+        default="grid",
+        description="Population prior of player rates: `grid` (nonparametric) or `beta`.",
+    )
+    quality_pi_by: Literal["auto", "global", "image", "model"] = Field(
+        default="auto",
+        description="Prior of the model's error on untainted questions: `auto`, `model`, `image`, `global`.",
+    )
+    quality_group: Literal["exact", "embedding", "none"] = Field(
+        default="exact",
+        description="Combine verdicts on one question: `exact` text, `embedding` near-duplicates, or `none`.",
     )
     max_question_chars: int = Field(default=500, ge=1, description="Longest question a player may ask.")
     settle_min_sessions: int = Field(
@@ -156,6 +183,15 @@ class Settings(BaseSettings):
         if value and value.startswith(("postgresql://", "postgres://")):
             return "postgresql+psycopg://" + value.split("://", 1)[1]
         return value
+
+    @model_validator(mode="after")
+    def _delta_below_epsilon(self) -> Settings:
+        if not self.quality_delta < self.quality_epsilon:
+            raise ValueError(
+                f"quality_delta ({self.quality_delta}) must be smaller than quality_epsilon "
+                f"({self.quality_epsilon}): METHOD.md section 2"
+            )
+        return self
 
     @property
     def resolved_database_url(self) -> str:
