@@ -40,17 +40,19 @@ def _check_theta(theta: float) -> float:
 
 
 PiBy = Annotated[
-    str,
+    str | None,
     typer.Option(
         help="Prior of the model's error on untainted questions: auto (the player model of equation 5 "
-        "when the table has elapsed_s and round_index), model, image or global."
+        "when the table has elapsed_s and round_index), model, image or global "
+        "(default: setting GAP_QUALITY_PI_BY)."
     ),
 ]
 Group = Annotated[
-    str,
+    str | None,
     typer.Option(
         help="Combine players' verdicts on the same question: exact (same normalised text on one "
-        "image), embedding (near-duplicates, needs the embeddings extra) or none."
+        "image), embedding (near-duplicates, needs the embeddings extra) or none "
+        "(default: setting GAP_QUALITY_GROUP)."
     ),
 ]
 
@@ -73,15 +75,26 @@ def fit(
             help="Keep untainted Wrong verdicts with P(model wrong) >= theta (default: setting GAP_THETA)."
         ),
     ] = None,
-    epsilon: Annotated[float, typer.Option(help="P(model wrong | tainted, not instructed).")] = 0.05,
+    epsilon: Annotated[
+        float | None,
+        typer.Option(help="P(model wrong | tainted, not instructed) (default: setting GAP_QUALITY_EPSILON)."),
+    ] = None,
     delta: Annotated[
-        float, typer.Option(help="P(model right | tainted, instructed); must be < epsilon.")
-    ] = 0.01,
+        float | None,
+        typer.Option(
+            help="P(model right | tainted, instructed); must be < epsilon "
+            "(default: setting GAP_QUALITY_DELTA)."
+        ),
+    ] = None,
     prior: Annotated[
-        str, typer.Option(help="Population prior of player rates: grid (nonparametric) or beta.")
-    ] = "grid",
-    pi_by: PiBy = "auto",
-    group: Group = "exact",
+        str | None,
+        typer.Option(
+            help="Population prior of player rates: grid (nonparametric) or beta "
+            "(default: setting GAP_QUALITY_PRIOR)."
+        ),
+    ] = None,
+    pi_by: PiBy = None,
+    group: Group = None,
     alpha: Annotated[
         float, typer.Option(help="L2 strength on abilities and difficulties in the player model.")
     ] = 1.0,
@@ -90,17 +103,23 @@ def fit(
         typer.Option(help="Fatigue counts images already played (images) or questions asked (questions)."),
     ] = "images",
 ) -> None:
-    """Fit reliability, filter at theta, price untainted verdicts and fit the player model."""
-    from gap.quality import PlayerModel, ReliabilityEstimator
+    """Fit reliability, filter at theta, price untainted verdicts and fit the player model.
+
+    Options left out take the GAP_QUALITY_* settings, which the dashboard, settlement and
+    `gap data export` use too: with the same settings, all of them keep the same turns.
+    """
+    from gap.quality import PlayerModel
     from gap.quality._pipeline import fit_quality, output_format, read_turns
+    from gap.services.quality import reliability_estimator
 
     current = settings()
     chosen = _check_theta(current.theta if theta is None else theta)
     fmt = output_format(turns)
     with _stage(f"reading {turns}"):
         table = read_turns(turns)
-    estimator = ReliabilityEstimator(
-        epsilon=epsilon, delta=delta, prior=prior, pi_by=pi_by, group_questions=group
+    overrides = {"epsilon": epsilon, "delta": delta, "prior": prior, "pi_by": pi_by, "group_questions": group}
+    estimator = reliability_estimator(current).set_params(
+        **{name: value for name, value in overrides.items() if value is not None}
     )
     model = PlayerModel(alpha=alpha, fatigue=fatigue, round_seconds=current.round_seconds)
     with _stage(f"fitting {len(table)} turns"):

@@ -273,7 +273,7 @@ class QualityView:
     candidates: int = 0
     kept: int = 0
     reliability: list[float] = field(default_factory=list)
-    """Per player: a - b (sensitivity minus false-alarm rate)."""
+    """Per player: informedness a - b (sensitivity minus false-alarm rate)."""
     candidate_posteriors: list[float] = field(default_factory=list)
     difficulty: dict[str, float] = field(default_factory=dict)
     """Per image id: a higher value means mistakes are harder to find there."""
@@ -320,7 +320,7 @@ def view_of_fit(fit: DatabaseFit | None, *, theta: float) -> QualityView:
         pi=float(estimator.pi_),
         candidates=int(np.sum(cand)),
         kept=int(np.sum(kept)),
-        reliability=[float(v) for v in (players["a"] - players["b"]).to_numpy()],
+        reliability=[float(v) for v in players["informedness"].to_numpy()],
         candidate_posteriors=[float(v) for v in np.asarray(posterior)[cand]],
         difficulty=difficulty,
     )
