@@ -11,6 +11,7 @@ from evalhelpers import REPORTED_MODEL, ScriptedJudge, item, make_judge, reply_f
 from fastapi import FastAPI
 from typer.testing import CliRunner
 
+from fixtures.models import OpenAIServer
 from fixtures.server import LiveServer
 from gap.cli import app as cli
 from gap.evaluate import EvalItem, judge_prompt, load_items, parse_score
@@ -166,3 +167,23 @@ def test_cli_score_without_a_judge_says_so(tmp_path: Path, monkeypatch: pytest.M
     source.write_text(json.dumps([{"question": "q", "answer": "a", "reference": "r"}]))
     result = CliRunner().invoke(cli, ["eval", "score", str(source)])
     assert result.exit_code == 1 and "--judge" in result.output
+
+
+def test_a_tiny_model_served_by_transformers_serve_as_judge_fails_to_parse(
+    openai_server: OpenAIServer, tmp_path: Path
+) -> None:
+    """The failure path end to end: gibberish judge replies are counted, reported and cached."""
+    items = [item(i, f"There are {i} dogs.", image=f"img{i // 2}") for i in range(4)]
+    setup = JudgeSetup(
+        model=openai_server.model,
+        base_url=openai_server.base_url,
+        cache=tmp_path / "c.sqlite3",
+        timeout=120.0,
+    )
+    report, results = score_items(items, judge=setup, resamples=100)
+    assert report["n"] + report["failures"] == 4 and report["failure_kinds"].get("unparsed", 0) >= 3
+    assert report["judge"]["calls"] == 4 and all(
+        r.replies and r.failure in (None, "unparsed") for r in results
+    )
+    again, _ = score_items(items, judge=setup, resamples=100)
+    assert again["judge"]["calls"] == 0 and again["failures"] == report["failures"]
