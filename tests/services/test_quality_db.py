@@ -184,8 +184,9 @@ def test_settle_is_idempotent_and_adjusts_by_the_difference(
 ) -> None:
     """The seed is a database from before batched settlement: provisional 20s and catches on the ledger."""
     a, b = seeded.untainted_wrong
+    caught = {c: 0.99 for c in seeded.catches}  # the fit covers tainted turns too; their price is 20
     catches_before = _turn_totals(db_factory, ("catch",))
-    first = settle_points(db_factory, {a: 0.9, b: 0.25}, policy=ONE, now=T0 + timedelta(hours=1))
+    first = settle_points(db_factory, {a: 0.9, b: 0.25, **caught}, policy=ONE, now=T0 + timedelta(hours=1))
     assert (first.players, first.sessions) == (2, 2)
     assert (first.candidates, first.settled, first.adjusted, first.missing) == (4, 4, 2, 0)
     assert first.change == pytest.approx(20 * 0.9 - 20 + 20 * 0.25 - 20)
@@ -197,7 +198,7 @@ def test_settle_is_idempotent_and_adjusts_by_the_difference(
     assert again.sessions == 0 and again.adjusted == 0 and _lines(db_factory) == lines  # never twice
 
     # credited points move only when the player has a new batch: nothing is due here
-    later = settle_points(db_factory, {a: 0.95, b: 0.25, "unknown-turn": 0.5}, policy=ONE)
+    later = settle_points(db_factory, {a: 0.95, b: 0.25, "unknown-turn": 0.5, **caught}, policy=ONE)
     assert later.adjusted == 0 and _turn_totals(db_factory) == pytest.approx({a: 18.0, b: 5.0})
     assert _turn_totals(db_factory, ("catch",)) == catches_before  # catches were already right
 
@@ -215,7 +216,8 @@ def test_a_batch_waits_for_enough_sessions_or_age(db_factory: sessionmaker[Sessi
     with db_factory() as db:  # not credited: neither provisional lines nor catches count yet
         assert [credited_points(db, p) for p in seeded.players] == [0.0, 0.0]
         assert [pending_points(db, p) for p in seeded.players] == [40.0, 40.0]
-    aged = settle_points(db_factory, {a: 0.5, b: 0.5}, policy=policy, now=T0 + timedelta(days=2))
+    caught = {c: 0.99 for c in seeded.catches}
+    aged = settle_points(db_factory, {a: 0.5, b: 0.5, **caught}, policy=policy, now=T0 + timedelta(days=2))
     assert aged.sessions == 2 and _settled_sessions(db_factory) == 2
 
 
@@ -223,7 +225,9 @@ def test_settle_waits_for_turns_without_a_posterior(
     db_factory: sessionmaker[Session], seeded: Seeded
 ) -> None:
     a, b = seeded.untainted_wrong
-    summary = settle_points(db_factory, {a: 0.5}, policy=ONE)
+    untainted_only = settle_points(db_factory, {a: 0.5, b: 0.5}, policy=ONE)
+    assert (untainted_only.players, untainted_only.missing) == (0, 2)  # a tainted turn waits alike
+    summary = settle_points(db_factory, {a: 0.5, **{c: 0.99 for c in seeded.catches}}, policy=ONE)
     assert (summary.players, summary.settled, summary.missing) == (1, 3, 1)
     assert _turn_totals(db_factory) == pytest.approx({a: 10.0, b: 20.0})
     assert _settled_sessions(db_factory) == 1  # b's player waits for a fit that covers the turn
@@ -231,7 +235,8 @@ def test_settle_waits_for_turns_without_a_posterior(
 
 def test_dry_run_writes_nothing(db_factory: sessionmaker[Session], seeded: Seeded) -> None:
     lines = _lines(db_factory)
-    summary = settle_points(db_factory, {seeded.untainted_wrong[0]: 0.1}, policy=ONE, dry_run=True)
+    first = {seeded.untainted_wrong[0]: 0.1, seeded.catches[0]: 0.99}  # the first player's Wrongs
+    summary = settle_points(db_factory, first, policy=ONE, dry_run=True)
     assert summary.adjusted == 1 and _lines(db_factory) == lines and _settled_sessions(db_factory) == 0
 
 

@@ -147,11 +147,11 @@ class SettleSummary:
     candidates: int
     """Wrong turns priced: those of the credited sessions and the same players' earlier ones."""
     settled: int
-    """Of those, turns with a price (tainted ones always; untainted ones with a posterior)."""
+    """Of those, turns with a posterior, hence a price."""
     adjusted: int
     """Ledger lines inserted (turns whose total moved by >= 1e-9)."""
     missing: int
-    """Untainted candidates without a posterior (judged after the fit); their player waits."""
+    """Candidates without a posterior (judged after the fit); their player waits."""
     change: float
     """Sum of the inserted amounts."""
 
@@ -191,10 +191,16 @@ def _posteriors(result: pd.DataFrame | Mapping[str, float]) -> pd.Series:
 
 
 def _price(pool: str, instructed: bool, p_wrong: float) -> float:
-    """The one pricing rule of a Wrong verdict (METHOD.md section 5); NaN when the posterior is missing."""
+    """The one pricing rule of a Wrong verdict (METHOD.md section 5).
+
+    NaN for a turn the fit has not seen, whatever its pool, so whether a batch waits for the next fit
+    never depends on the pools in it.
+    """
+    if np.isnan(p_wrong):
+        return float("nan")
     if pool == Pool.TAINTED.value:
         return POINTS_PER_CATCH if instructed else 0.0
-    return float("nan") if np.isnan(p_wrong) else settled_amount(p_wrong)
+    return settled_amount(p_wrong)
 
 
 def settle_points(
@@ -208,8 +214,8 @@ def settle_points(
     """Credit the due players' finished sessions, in one transaction.
 
     ``result`` maps turn ids to P(model wrong | verdicts): a frame with ``turn_id`` and ``p_wrong``
-    (``gap quality fit``'s turns table) or a mapping. A due player with an untainted Wrong it does
-    not cover waits for the next run. With ``dry_run`` nothing is written.
+    (``gap quality fit``'s turns table) or a mapping. A due player with a Wrong turn it does not
+    cover (judged after the fit) waits for the next run. With ``dry_run`` nothing is written.
     """
     posterior = _posteriors(result)
     policy = policy or SettlePolicy()
