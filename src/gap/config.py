@@ -50,6 +50,11 @@ class Settings(BaseSettings):
         default=DEFAULT_MODEL,
         description="The game's VLM: `transformers:<folder or hub id>` or `openai:<model name>`.",
     )
+    model_adapter: str | None = Field(
+        default=None,
+        description="A LoRA adapter folder (`gap train` output) served on top of a `transformers:` model; "
+        "answers record its folder name and a short hash.",
+    )
     openai_base_url: str = Field(
         default="http://127.0.0.1:8000/v1",
         description="Base URL of the OpenAI-compatible server for `openai:` models (vLLM, SGLang, Ollama).",

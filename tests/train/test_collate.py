@@ -8,14 +8,21 @@ from pathlib import Path
 import pytest
 
 from gap.train import IGNORE_INDEX, AssistantOnlyCollator, load_training_data
+from gap.train._tiny import FAMILIES
 
 # What each family's template renders for one answer: the text and its end-of-turn token(s).
 ANSWER_FORM = {
     "idefics3": " {answer}<end_of_utterance>\n",
     "qwen2_vl": "{answer}<|im_end|>\n",
+    "qwen2_5_vl": "{answer}<|im_end|>\n",
     "llava": " {answer}</s>",
 }
-IMAGE_TOKEN = {"idefics3": "<image>", "qwen2_vl": "<|image_pad|>", "llava": "<image>"}
+IMAGE_TOKEN = {
+    "idefics3": "<image>",
+    "qwen2_vl": "<|image_pad|>",
+    "qwen2_5_vl": "<|image_pad|>",
+    "llava": "<image>",
+}
 
 
 def _collator(model_dir: Path) -> AssistantOnlyCollator:
@@ -41,7 +48,7 @@ def _labelled_runs(ids: list[int], labels: list[int]) -> list[list[int]]:
     return runs
 
 
-@pytest.mark.parametrize("family", ["idefics3", "qwen2_vl", "llava"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_labels_cover_exactly_the_assistant_tokens(
     family: str, family_dir: Callable[[str], Path], export_dir: Path
 ) -> None:
@@ -68,7 +75,7 @@ def test_labels_cover_exactly_the_assistant_tokens(
         assert all(labels[i] == IGNORE_INDEX for i in range(length) if ids[i] == image_id)
 
 
-@pytest.mark.parametrize("family", ["idefics3", "qwen2_vl", "llava"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_multi_turn_keeps_one_image_per_conversation(
     family: str, family_dir: Callable[[str], Path], export_dir: Path
 ) -> None:
@@ -77,7 +84,7 @@ def test_multi_turn_keeps_one_image_per_conversation(
     collator = _collator(family_dir(family))
     tokenizer = collator.tokenizer
     text, spans = collator.answer_spans(multi)
-    placeholder = {"qwen2_vl": "<|vision_start|>", "idefics3": "<image>", "llava": "<image>"}[family]
+    placeholder = "<|vision_start|>" if family.startswith("qwen") else "<image>"
     assert text.count(placeholder) == 1  # the second user turn carries no image
     assert len(spans) == 2
     batch = collator([multi])

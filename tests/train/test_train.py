@@ -31,7 +31,7 @@ SUMMARY_FIELDS = {
 }
 
 
-@pytest.mark.parametrize("family", ["idefics3", "qwen2_vl", "llava"])
+@pytest.mark.parametrize("family", ["idefics3", "qwen2_vl", "qwen2_5_vl", "llava"])
 def test_forty_steps_halve_the_loss(family: str, trained: Callable[[str], Path]) -> None:
     summary = json.loads((trained(family) / SUMMARY_FILE).read_text())
     losses = summary["losses"]
@@ -108,4 +108,23 @@ def test_resume_from_a_mid_run_checkpoint_matches_the_uninterrupted_run(
     assert resumed["losses"][-1] == pytest.approx(uninterrupted["losses"][-1], abs=1e-4)
     assert resumed["losses"][LOSS_STEPS // 2 :] == pytest.approx(
         uninterrupted["losses"][LOSS_STEPS // 2 :], abs=1e-4
+    )
+
+
+def test_full_fine_tuning_keeps_the_vision_tower_frozen(
+    family_dir: Callable[[str], Path], export_dir: Path, tmp_path: Path
+) -> None:
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    base_dir = family_dir("llava")
+    settings = loss_settings(base_dir, export_dir, tmp_path, finetuning="full", max_steps=3, merge=False)
+    summary = train(resolve(overrides=settings), show_progress=False).summary
+    assert summary["lora_targets"] is None and summary["vllm_servable"] is False
+    base = dict(AutoModelForImageTextToText.from_pretrained(base_dir).named_parameters())
+    tuned = dict(AutoModelForImageTextToText.from_pretrained(tmp_path).named_parameters())
+    changed = {name for name, weight in tuned.items() if not torch.equal(weight, base[name])}
+    assert any(name.startswith("model.language_model.") for name in changed)
+    assert not any(
+        name.startswith(("model.vision_tower.", "model.multi_modal_projector.")) for name in changed
     )

@@ -28,6 +28,10 @@ def demo(
             help="Use a tiny random-weight model built offline (for trying the game without weights)."
         ),
     ] = False,
+    adapter: Annotated[
+        Path | None,
+        typer.Option(help="A LoRA adapter folder from `gap train`, served on the model (GAP_MODEL_ADAPTER)."),
+    ] = None,
     folder: Annotated[Path, typer.Option("--dir", help="Folder for the demo database and images.")] = Path(
         "gap-demo"
     ),
@@ -49,6 +53,8 @@ def demo(
     elif model is not None:
         explicit = model.startswith(("transformers:", "openai:"))
         overrides["model"] = model if explicit else f"transformers:{model}"  # a folder or a hub id
+    if adapter is not None:
+        overrides["model_adapter"] = str(adapter)
     current = Settings(**overrides)  # type: ignore[arg-type]
     setup_logging(current.log_level)
     command = os.environ.get(PROG_NAME_VARIABLE) or "gap demo"

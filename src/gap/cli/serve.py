@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -22,6 +23,10 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    adapter: Annotated[
+        Path | None,
+        typer.Option(help="A LoRA adapter folder from `gap train`, served on the model (GAP_MODEL_ADAPTER)."),
+    ] = None,
 ) -> None:
     """Run the game at http://HOST:PORT (the database is upgraded first when needed)."""
     import uvicorn
@@ -31,8 +36,12 @@ def serve(
     from gap.web.app import create_app
 
     current = settings()
+    if adapter is not None:
+        current = current.model_copy(update={"model_adapter": str(adapter)})
     app = create_app(current, model=ready_model(current))
     console.print(f"GAP is serving at http://{host}:{port}/  (API docs at /docs, model {current.model})")
+    if current.model_adapter:
+        console.print(f"with the adapter {current.model_adapter}")
     stop = None
     if current.worker if worker is None else worker:
         _, stop = start_thread(

@@ -85,7 +85,8 @@ def train(
     seed: Annotated[int | None, typer.Option(help="Seed for weights, dropout and data order.")] = None,
     precision: Annotated[str | None, typer.Option(help="auto, fp32, bf16 or fp16.")] = None,
     gradient_checkpointing: Annotated[
-        bool | None, typer.Option("--gradient-checkpointing/--no-gradient-checkpointing")
+        bool | None,
+        typer.Option("--gradient-checkpointing/--no-gradient-checkpointing", help="Less memory, more time."),
     ] = None,
     merge: Annotated[bool, typer.Option(help="Also write OUT/merged: base + adapter in one model.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in OUT.")] = False,

@@ -22,7 +22,15 @@ def load_model(spec: str, settings: Settings) -> VisionChatModel:
         from gap.models.transformers_backend import TransformersModel
 
         return TransformersModel(
-            target, timeout=settings.model_timeout, max_new_tokens=settings.max_new_tokens
+            target,
+            timeout=settings.model_timeout,
+            max_new_tokens=settings.max_new_tokens,
+            adapter=settings.model_adapter,
+        )
+    if sep and kind == "openai" and target and settings.model_adapter:
+        raise ConfigError(
+            "GAP_MODEL_ADAPTER serves an adapter through the transformers backend; for vLLM serve it "
+            "there (vllm serve BASE --enable-lora --lora-modules gap=ADAPTER) and set GAP_MODEL=openai:gap"
         )
     if sep and kind == "openai" and target:
         from gap.models.openai_backend import OpenAIModel

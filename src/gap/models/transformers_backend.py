@@ -8,11 +8,13 @@ raise :class:`~gap.errors.ConfigError`; anything that goes wrong while answering
 
 from __future__ import annotations
 
+import hashlib
 import io
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from gap.errors import ConfigError, GapError, ModelError, ModelTimeout
@@ -94,6 +96,34 @@ def load_processor(transformers: Any, path: str) -> Any:
         return _processor_without_video(transformers, path, processor_class)
 
 
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def adapter_label(path: str) -> str:
+    """``<folder name>@<short hash>`` of a LoRA adapter folder: the same folder name retrained differs."""
+    folder = Path(path)
+    if not (folder / ADAPTER_CONFIG).is_file():
+        raise ConfigError(
+            f"{path!r} is not a LoRA adapter folder (no {ADAPTER_CONFIG}); `gap train` writes one"
+        )
+    digest = hashlib.sha256()
+    for name in (ADAPTER_CONFIG, "adapter_model.safetensors", "adapter_model.bin"):
+        if (folder / name).is_file():
+            digest.update((folder / name).read_bytes())
+    return f"{folder.resolve().name}@{digest.hexdigest()[:8]}"
+
+
+def _with_adapter(model: Any, adapter: str) -> Any:
+    try:
+        import peft
+    except ImportError as exc:
+        raise ConfigError(f"serving a LoRA adapter needs peft: pip install 'gap[train]' ({exc})") from None
+    try:
+        return peft.PeftModel.from_pretrained(model, adapter)
+    except Exception as exc:  # an adapter for another base model, broken weights
+        raise ConfigError(f"cannot load the adapter {adapter!r}: {type(exc).__name__}: {exc}") from None
+
+
 def _decode_image(image: ImageInput) -> Any:
     from PIL import Image
 
@@ -152,8 +182,12 @@ class TransformersModel:
         timeout: float,
         max_new_tokens: int,
         device: str | None = None,
+        adapter: str | None = None,
     ) -> None:
         self.path_or_hub_id = path_or_hub_id
+        self.adapter = adapter
+        # read now: a wrong folder fails at start, and every stored answer names the exact adapter
+        self._adapter_label = adapter_label(adapter) if adapter else None
         self.timeout = timeout
         self.max_new_tokens = max_new_tokens
         self.device = device
@@ -163,7 +197,8 @@ class TransformersModel:
 
     @property
     def name(self) -> str:
-        return f"transformers:{self.path_or_hub_id}"
+        base = f"transformers:{self.path_or_hub_id}"
+        return f"{base}+adapter:{self._adapter_label}" if self._adapter_label else base
 
     def load(self) -> None:
         """Load processor and weights now (idempotent), e.g. at server start rather than on the first turn."""
@@ -183,6 +218,8 @@ class TransformersModel:
                 f"cannot load model {self.path_or_hub_id!r} (a local folder, or a hub id already in the "
                 f"cache when HF_HUB_OFFLINE=1): {type(exc).__name__}: {exc}"
             ) from exc
+        if self.adapter:
+            model = _with_adapter(model, self.adapter)
         model.to(device).eval()
         self._system_in_user = not _accepts_system_role(processor)
         self._loaded = (processor, model, device)

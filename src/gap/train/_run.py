@@ -303,14 +303,14 @@ def train(
         callbacks=[progress, *(callbacks or [])],
     )
     trainer.remove_callback(transformers.trainer_callback.PrinterCallback)  # the Rich bar reports instead
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), time.process_time()
     try:
         output = trainer.train(resume_from_checkpoint=checkpoint)
     except torch.OutOfMemoryError as exc:
         raise ConfigError(out_of_memory_advice(config)) from exc
     except GapError:
         raise
-    wall = time.monotonic() - started
+    wall, cpu = time.monotonic() - started, time.process_time() - cpu_started
     trainer.save_model(str(out))
     if not trainer.is_world_process_zero():
         return TrainResult(out=out, summary={})
@@ -349,6 +349,7 @@ def train(
         "eval_losses": eval_losses,
         "train_loss": float(output.training_loss),
         "wall_time_s": round(wall, 3),
+        "cpu_time_s": round(cpu, 3),
         "samples_per_s": float(output.metrics.get("train_samples_per_second", 0.0)),
         "peak_memory": _peak_memory(torch),
         "parameters": {"trainable": trainable, "total": total},

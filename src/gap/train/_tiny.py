@@ -1,10 +1,10 @@
-"""Random-weight VLM folders of three families, built offline from a config (no download).
+"""Random-weight VLM folders of four families, built offline from a config (no download).
 
 Training is tested on them (their losses must fall), and the benchmarks use larger ones of the same
 shape: ``size="tiny"`` (hidden 32, about a second to build), ``"bench"`` (a Qwen2-VL of about 20 M
-parameters) and ``"gpu"`` (about 1.5 B). Idefics3 reuses :func:`gap.models.tiny.make_tiny_vlm`; Qwen2-VL
-and LLaVA get the same kind of tokenizer (a byte-level BPE trained on a few sentences) with their
-family's special tokens and a chat template of their family's layout.
+parameters) and ``"gpu"`` (about 1.5 B). Idefics3 reuses :func:`gap.models.tiny.make_tiny_vlm`;
+Qwen2-VL, Qwen2.5-VL and LLaVA get the same kind of tokenizer (a byte-level BPE trained on a few
+sentences) with their family's special tokens and a chat template of their family's layout.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 from gap.errors import ConfigError
 
-Family = Literal["idefics3", "qwen2_vl", "llava"]
+Family = Literal["idefics3", "qwen2_vl", "qwen2_5_vl", "llava"]
 Size = Literal["tiny", "bench", "gpu"]
-FAMILIES: tuple[Family, ...] = ("idefics3", "qwen2_vl", "llava")
+FAMILIES: tuple[Family, ...] = ("idefics3", "qwen2_vl", "qwen2_5_vl", "llava")
 SEED = 0
 
 _CORPUS = [
@@ -72,12 +72,13 @@ class _Dims:
     kv_heads: int
     vision_hidden: int
     vision_layers: int
+    image_side: int  # Qwen2-VL images are resized to this square: (side / 28) ** 2 visual tokens
 
 
 _DIMS: dict[Size, _Dims] = {
-    "tiny": _Dims(32, 64, 2, 4, 2, 32, 2),
-    "bench": _Dims(512, 1536, 4, 8, 4, 256, 4),
-    "gpu": _Dims(2048, 5632, 20, 16, 8, 1024, 12),
+    "tiny": _Dims(32, 64, 2, 4, 2, 32, 2, 56),
+    "bench": _Dims(512, 1536, 4, 8, 4, 256, 4, 56),
+    "gpu": _Dims(2048, 5632, 20, 16, 8, 1024, 12, 448),
 }
 
 
@@ -105,7 +106,8 @@ def _tokenizer(transformers: Any, special: list[str], *, bos: str, eos: str, pad
     )
 
 
-def _qwen2_vl(transformers: Any, dims: _Dims) -> tuple[Any, Any]:
+def _qwen_vl(transformers: Any, dims: _Dims, *, v2_5: bool) -> tuple[Any, Any]:
+    """Qwen2-VL, or Qwen2.5-VL (same tokens and template; windowed vision blocks, SwiGLU MLPs)."""
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>"]
     special += ["<|image_pad|>", "<|video_pad|>"]
     tokenizer = _tokenizer(
@@ -116,13 +118,15 @@ def _qwen2_vl(transformers: Any, dims: _Dims) -> tuple[Any, Any]:
         pad="<|endoftext|>",
         template=QWEN2_VL_TEMPLATE,
     )
-    # 56 x 56 pixels: 4 x 4 patches of 14, merged 2 x 2 into 4 visual tokens per image
+    # tiny: 56 x 56 pixels, 4 x 4 patches of 14, merged 2 x 2 into 4 visual tokens per image
+    pixels = dims.image_side**2
     image_processor = transformers.Qwen2VLImageProcessorPil(
-        min_pixels=56 * 56, max_pixels=56 * 56, patch_size=14, merge_size=2, temporal_patch_size=2
+        min_pixels=pixels, max_pixels=pixels, patch_size=14, merge_size=2, temporal_patch_size=2
     )
     head_dim = dims.hidden // dims.heads
     quarter = head_dim // 4
-    text_config = transformers.Qwen2VLTextConfig(
+    text_class = transformers.Qwen2_5_VLTextConfig if v2_5 else transformers.Qwen2VLTextConfig
+    text_config = text_class(
         vocab_size=len(tokenizer),
         hidden_size=dims.hidden,
         intermediate_size=dims.intermediate,
@@ -139,17 +143,33 @@ def _qwen2_vl(transformers: Any, dims: _Dims) -> tuple[Any, Any]:
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    vision_config = transformers.Qwen2VLVisionConfig(
-        depth=dims.vision_layers,
-        embed_dim=dims.vision_hidden,
-        hidden_size=dims.hidden,
-        num_heads=max(1, dims.vision_hidden // 64) if dims.vision_hidden >= 64 else 4,
-        mlp_ratio=2,
-        patch_size=14,
-        spatial_merge_size=2,
-        temporal_patch_size=2,
-    )
-    config = transformers.Qwen2VLConfig(
+    heads = max(1, dims.vision_hidden // 64) if dims.vision_hidden >= 64 else 4
+    if v2_5:
+        vision_config = transformers.Qwen2_5_VLVisionConfig(
+            depth=dims.vision_layers,
+            hidden_size=dims.vision_hidden,
+            intermediate_size=dims.vision_hidden * 2,
+            out_hidden_size=dims.hidden,
+            num_heads=heads,
+            window_size=112,
+            fullatt_block_indexes=[dims.vision_layers - 1],
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+        )
+    else:
+        vision_config = transformers.Qwen2VLVisionConfig(
+            depth=dims.vision_layers,
+            embed_dim=dims.vision_hidden,
+            hidden_size=dims.hidden,
+            num_heads=heads,
+            mlp_ratio=2,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+        )
+    config_class = transformers.Qwen2_5_VLConfig if v2_5 else transformers.Qwen2VLConfig
+    config = config_class(
         text_config=text_config.to_dict(),
         vision_config=vision_config.to_dict(),
         image_token_id=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
@@ -158,7 +178,12 @@ def _qwen2_vl(transformers: Any, dims: _Dims) -> tuple[Any, Any]:
         vision_end_token_id=tokenizer.convert_tokens_to_ids("<|vision_end|>"),
         tie_word_embeddings=False,
     )
-    return config, (tokenizer, image_processor, transformers.Qwen2VLForConditionalGeneration)
+    model_class = (
+        transformers.Qwen2_5_VLForConditionalGeneration
+        if v2_5
+        else transformers.Qwen2VLForConditionalGeneration
+    )
+    return config, (tokenizer, image_processor, model_class)
 
 
 def _llava(transformers: Any, dims: _Dims) -> tuple[Any, Any]:
@@ -223,8 +248,13 @@ def make_tiny_family(family: Family, out_dir: Path, *, size: Size = "tiny") -> P
         raise ConfigError("only a tiny Idefics3 is built here; use qwen2_vl for bench or gpu sizes")
     torch, transformers = import_stack()
     out_dir.mkdir(parents=True, exist_ok=True)
-    build = _qwen2_vl if family == "qwen2_vl" else _llava
-    config, (tokenizer, image_processor, model_class) = build(transformers, _DIMS[size])
+    dims = _DIMS[size]
+    if family == "llava":
+        config, (tokenizer, image_processor, model_class) = _llava(transformers, dims)
+    else:
+        config, (tokenizer, image_processor, model_class) = _qwen_vl(
+            transformers, dims, v2_5=family == "qwen2_5_vl"
+        )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
         model = model_class(config).eval()
