@@ -64,6 +64,8 @@ def test_a_short_run_prints_and_saves_the_resolved_settings(
 ) -> None:
     out = tmp_path / "out"
     args = ["--model", str(family_dir("idefics3")), "--data", str(export_dir), "--out", str(out)]
+    # the multi-turn record (r2, about 72 tokens with the image) is longer than the cutoff: dropped
+    args += ["--cutoff", "60", "--val-fraction", "0.5", "--set", "eval_steps=1"]
     result = _invoke(*args, "--preset", "cpu-smoke", "--max-steps", "2", "--set", "save_steps=50")
     assert result.exit_code == 0, result.output
     assert "training settings" in result.output and "cpu-smoke" in result.output
@@ -71,6 +73,9 @@ def test_a_short_run_prints_and_saves_the_resolved_settings(
     assert saved["max_steps"] == 2 and saved["save_steps"] == 50 and saved["preset"] == "cpu-smoke"
     summary = json.loads((out / "training_summary.json").read_text())
     assert summary["steps"] == 2 and len(summary["losses"]) == 2
+    dropped = summary["data"]["dropped"]
+    assert [d["id"] for d in dropped] == ["r2"] and dropped[0]["tokens"] > 60
+    assert summary["data"]["val"] >= 1 and [e["step"] for e in summary["eval_losses"]] == [1, 2]
     assert summary["vllm_servable"] is True  # language-model targets only, by default
     assert "vLLM can serve this adapter" in result.output
     assert (out / "adapter_config.json").is_file() and (out / "tokenizer.json").is_file()

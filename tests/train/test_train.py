@@ -128,3 +128,13 @@ def test_full_fine_tuning_keeps_the_vision_tower_frozen(
     assert not any(
         name.startswith(("model.vision_tower.", "model.multi_modal_projector.")) for name in changed
     )
+
+
+def test_adapter_init_continues_a_trained_adapter(
+    trained: Callable[[str], Path], family_dir: Callable[[str], Path], export_dir: Path, tmp_path: Path
+) -> None:
+    first = json.loads((trained("idefics3") / SUMMARY_FILE).read_text())["losses"]
+    settings = loss_settings(family_dir("idefics3"), export_dir, tmp_path, max_steps=2, merge=False)
+    config = resolve(overrides={**settings, "adapter_init": str(trained("idefics3"))})
+    again = train(config, show_progress=False).summary["losses"]
+    assert again[0] < sum(first[:3]) / 3 / 2  # starts where the first run ended, not from the base
