@@ -12,10 +12,10 @@ from gap.game import (
     GameRules,
     Pool,
     Verdict,
-    award_for_verdict,
     draw_instructed,
     is_expired,
     plan_session,
+    price_of_wrong,
     round_deadline,
     round_ends_after,
     seconds_left,
@@ -80,13 +80,9 @@ def test_clock() -> None:
 
 def test_verdicts_and_points() -> None:
     assert round_ends_after(Verdict.WRONG) and not round_ends_after(Verdict.CORRECT)
-    catch = award_for_verdict(Pool.TAINTED, True, Verdict.WRONG)
-    assert catch is not None and (catch.amount, catch.kind) == (20.0, "catch")
-    assert award_for_verdict(Pool.TAINTED, False, Verdict.WRONG) is None  # false alarm
-    assert award_for_verdict(Pool.TAINTED, True, Verdict.CORRECT) is None
-    provisional = award_for_verdict(Pool.UNTAINTED, False, Verdict.WRONG)
-    assert provisional is not None and (provisional.amount, provisional.kind) == (20.0, "provisional")
-    assert award_for_verdict(Pool.UNTAINTED, False, Verdict.CORRECT) is None
+    assert price_of_wrong(Pool.TAINTED, True, 0.3) == 20.0  # a caught instructed answer
+    assert price_of_wrong(Pool.TAINTED, False, 0.9) == 0.0  # a false alarm, whatever the posterior
+    assert price_of_wrong(Pool.UNTAINTED, False, 0.25) == pytest.approx(5.0)  # never a flat 20
     assert settled_amount(0.9) == pytest.approx(18.0)
     with pytest.raises(ValueError, match="posterior"):
         settled_amount(1.5)

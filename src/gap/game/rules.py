@@ -97,22 +97,13 @@ def round_ends_after(verdict: Verdict) -> bool:
     return verdict is Verdict.WRONG
 
 
-@dataclass(frozen=True, slots=True)
-class Award:
-    """Points a verdict earns at once. ``kind`` names the ledger line."""
-
-    amount: float
-    kind: str
-
-
-def award_for_verdict(pool: Pool, instructed: bool, verdict: Verdict) -> Award | None:
-    """METHOD.md section 5: 20 for catching an instructed answer; a provisional 20 for an untainted
-    Wrong (settled later to 20 x posterior); nothing for Correct or for a tainted false alarm."""
-    if verdict is not Verdict.WRONG:
-        return None
+def price_of_wrong(pool: Pool, instructed: bool, posterior_wrong: float) -> float:
+    """METHOD.md section 5, applied when settlement credits a Wrong verdict: 20 for catching an
+    instructed answer, nothing for a false alarm on a tainted image, 20 x posterior on an untainted one.
+    A Correct verdict earns nothing. Until settlement every Wrong shows as a pending 20, whatever the pool."""
     if pool is Pool.TAINTED:
-        return Award(POINTS_PER_CATCH, "catch") if instructed else None
-    return Award(POINTS_PER_CATCH, "provisional")
+        return POINTS_PER_CATCH if instructed else 0.0
+    return settled_amount(posterior_wrong)
 
 
 def settled_amount(posterior_wrong: float) -> float:

@@ -26,7 +26,7 @@ from gap.config import Settings
 from gap.db.engine import reading, transaction
 from gap.db.models import GameSession, PointsEntry, Round, Turn
 from gap.errors import InputError
-from gap.game.rules import POINTS_PER_CATCH, Pool, Verdict, settled_amount
+from gap.game.rules import Pool, Verdict, price_of_wrong
 from gap.quality import ReliabilityEstimator
 
 TURN_COLUMNS = (
@@ -191,16 +191,9 @@ def _posteriors(result: pd.DataFrame | Mapping[str, float]) -> pd.Series:
 
 
 def _price(pool: str, instructed: bool, p_wrong: float) -> float:
-    """The one pricing rule of a Wrong verdict (METHOD.md section 5).
-
-    NaN for a turn the fit has not seen, whatever its pool, so whether a batch waits for the next fit
-    never depends on the pools in it.
-    """
-    if np.isnan(p_wrong):
-        return float("nan")
-    if pool == Pool.TAINTED.value:
-        return POINTS_PER_CATCH if instructed else 0.0
-    return settled_amount(p_wrong)
+    """:func:`gap.game.price_of_wrong`, or NaN for a turn the fit has not seen, whatever its pool,
+    so whether a batch waits for the next fit never depends on the pools in it."""
+    return float("nan") if np.isnan(p_wrong) else price_of_wrong(Pool(pool), instructed, p_wrong)
 
 
 def settle_points(
