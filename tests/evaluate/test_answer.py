@@ -136,9 +136,23 @@ def test_cli_answer_with_a_lora_adapter(tiny_vlm_dir: Path, eval_set: Path, tmp_
     result = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "run"), "--adapter", str(adapter)])
     assert result.exit_code == 0, result.output
     recorded = json.loads((tmp_path / "run" / RUN_FILE).read_text())
-    assert recorded["adapter"] == str(adapter.resolve()) and len(recorded["adapter_hash"]) == 16
+    assert (
+        recorded["adapter"] == str(adapter.resolve())
+        and recorded["adapter_label"] == f"adapter@{recorded['adapter_hash']}"
+    )
     assert recorded["decoding"]["batch_size"] == 16
-    assert len(read_answers(tmp_path / "run")) == 10
+    tuned = {i.id: i.answer for i in read_answers(tmp_path / "run")}
+    base = LocalBatchAnswerer(str(tiny_vlm_dir), max_new_tokens=128).answer_batch(load_items(eval_set))
+    assert len(tuned) == 10 and list(tuned.values()) != base  # the adapter is really applied
+
+
+def test_an_unreadable_image_fails_alone(tiny_vlm_dir: Path, eval_set: Path, tmp_path: Path) -> None:
+    items = load_items(eval_set)[:3]
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    items[1] = EvalItem("bad", "How many?", "Two.", str(tmp_path / "broken.png"), "bad")
+    answers = LocalBatchAnswerer(str(tiny_vlm_dir), max_new_tokens=4).answer_batch(items)
+    assert isinstance(answers[0], str) and isinstance(answers[2], str)
+    assert isinstance(answers[1], InputError) and "not an image" in str(answers[1])
 
 
 def test_http_model_answers_with_bounded_concurrency(

@@ -10,6 +10,7 @@ answered are never asked again (items whose answer failed are).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import mimetypes
 import os
@@ -57,28 +58,16 @@ def read_image(location: str) -> ImageInput:
         raise InputError(f"cannot read the image {location!r}: {exc.strerror or exc}") from exc
 
 
-def adapter_hash(adapter: str) -> str:
-    """A short hash of a LoRA adapter folder's config and weights (the same name retrained differs)."""
-    folder = Path(adapter)
-    if not (folder / "adapter_config.json").is_file():
-        raise ConfigError(f"{adapter!r} is not a LoRA adapter folder (no adapter_config.json)")
-    digest = hashlib.sha256()
-    for name in ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"):
-        if (folder / name).is_file():
-            digest.update((folder / name).read_bytes())
-    return digest.hexdigest()[:16]
+def _picture(location: str) -> Any:
+    """The image at ``location`` as an RGB PIL image; an unreadable one is an :class:`InputError`."""
+    from PIL import Image, UnidentifiedImageError
 
-
-def _with_adapter(model: Any, adapter: str) -> Any:
-    """``model`` wrapped with the LoRA ``adapter`` by peft (the ``train`` extra)."""
+    image = read_image(location)
     try:
-        import peft
-    except ImportError as exc:
-        raise ConfigError(f"an adapter needs peft: pip install 'gap[train]' ({exc})") from None
-    try:
-        return peft.PeftModel.from_pretrained(model, adapter)
-    except Exception as exc:  # an adapter for another base model, broken weights
-        raise ConfigError(f"cannot load the adapter {adapter!r}: {type(exc).__name__}: {exc}") from None
+        with Image.open(io.BytesIO(image.data)) as opened:
+            return opened.convert("RGB")
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InputError(f"{location} is not an image this machine can decode: {exc}") from exc
 
 
 class LocalBatchAnswerer:
@@ -99,7 +88,7 @@ class LocalBatchAnswerer:
 
     def _load(self) -> tuple[Any, Any, str]:
         if self._loaded is None:
-            from gap.models.transformers_backend import import_stack, load_processor
+            from gap.models.transformers_backend import import_stack, load_processor, with_adapter
 
             torch, transformers = import_stack()
             device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -109,23 +98,37 @@ class LocalBatchAnswerer:
             except Exception as exc:  # a missing folder or unknown architecture: an unusable spec
                 raise ConfigError(f"cannot load model {self.path!r}: {type(exc).__name__}: {exc}") from exc
             if self.adapter:
-                model = _with_adapter(model, self.adapter)
+                model = with_adapter(model, self.adapter)
             processor.tokenizer.padding_side = "left"  # right padding corrupts batched generation
             self._loaded = (processor, model.to(device).eval(), device)
         return self._loaded
 
     def answer_batch(self, items: Sequence[EvalItem]) -> list[str | GapError]:
+        """One ``generate`` call for the items whose image opens; the others get their error."""
+        results: list[str | GapError] = []
+        ready: list[tuple[int, Any]] = []
+        for index, item in enumerate(items):
+            try:
+                ready.append((index, _picture(item.image)))
+                results.append(ModelError("not answered"))
+            except GapError as exc:
+                results.append(exc)
+        if ready:
+            answers = self._generate([items[i] for i, _ in ready], [p for _, p in ready])
+            for (index, _), answer in zip(ready, answers, strict=True):
+                results[index] = answer
+        return results
+
+    def _generate(self, items: Sequence[EvalItem], pictures: Sequence[Any]) -> list[str | GapError]:
         import torch
-        from PIL import Image
 
         from gap.models.transformers_backend import build_conversation
 
         processor, model, device = self._load()
-        conversations = []
-        for item in items:
-            with Image.open(Path(item.image)) as opened:
-                picture = opened.convert("RGB")
-            conversations.append(build_conversation(picture, [ChatMessage("user", item.question)], None))
+        conversations = [
+            build_conversation(picture, [ChatMessage("user", item.question)], None)
+            for item, picture in zip(items, pictures, strict=True)
+        ]
         try:
             inputs = processor.apply_chat_template(
                 conversations,
@@ -292,10 +295,14 @@ def run_settings(
     items: int,
 ) -> dict[str, Any]:
     """What ``run.json`` records about a run (``answer_items`` adds the data hash)."""
+    from gap.models.transformers_backend import adapter_label
+
+    label = adapter_label(adapter) if adapter else None
     return {
         "model": spec,
         "adapter": str(Path(adapter).resolve()) if adapter else None,
-        "adapter_hash": adapter_hash(adapter) if adapter else None,
+        "adapter_label": label,
+        "adapter_hash": label.rpartition("@")[2] if label else None,
         "decoding": {
             "greedy": True,
             "max_new_tokens": max_new_tokens,

@@ -113,7 +113,8 @@ def adapter_label(path: str) -> str:
     return f"{folder.resolve().name}@{digest.hexdigest()[:8]}"
 
 
-def _with_adapter(model: Any, adapter: str) -> Any:
+def with_adapter(model: Any, adapter: str) -> Any:
+    """``model`` wrapped by peft with the LoRA ``adapter`` (the game's backend and `gap eval answer`)."""
     try:
         import peft
     except ImportError as exc:
@@ -219,7 +220,7 @@ class TransformersModel:
                 f"cache when HF_HUB_OFFLINE=1): {type(exc).__name__}: {exc}"
             ) from exc
         if self.adapter:
-            model = _with_adapter(model, self.adapter)
+            model = with_adapter(model, self.adapter)
         model.to(device).eval()
         self._system_in_user = not _accepts_system_role(processor)
         self._loaded = (processor, model, device)
