@@ -69,6 +69,7 @@ def test_a_short_run_prints_and_saves_the_resolved_settings(
     result = _invoke(*args, "--preset", "cpu-smoke", "--max-steps", "2", "--set", "save_steps=50")
     assert result.exit_code == 0, result.output
     assert "training settings" in result.output and "cpu-smoke" in result.output
+    assert "2/2" in result.output and "samples/s" in result.output and " lr " in result.output  # the bar
     saved = json.loads((out / "train_config.json").read_text())
     assert saved["max_steps"] == 2 and saved["save_steps"] == 50 and saved["preset"] == "cpu-smoke"
     summary = json.loads((out / "training_summary.json").read_text())
