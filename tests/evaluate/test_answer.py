@@ -203,4 +203,4 @@ def test_cli_run_answers_scores_and_compares_with_a_baseline(
     assert second.exit_code == 0, second.output
     compared = json.loads((tmp_path / "tuned" / "compare" / "compare.json").read_text())
     vs = compared["runs"][1]["vs_baseline"]
-    assert (vs["shared"], vs["difference"]) == (10, 0.6) and vs["p_value"] < 0.05
+    assert (vs["shared"], vs["difference"]) == (10, 0.6) and vs["p_value"] < 0.05 and vs["p_wilcoxon"] < 0.05

@@ -87,6 +87,7 @@ def test_compare_runs_reports_differences_on_shared_items(tmp_path: Path) -> Non
     assert tuned_row["failures"] == 5 and tuned_row["vs_baseline"]["shared"] == 195
     assert tuned_row["vs_baseline"]["difference"] > 0.2 and tuned_row["vs_baseline"]["p_value"] < 0.01
     assert noise_row["vs_baseline"]["difference"] == 0.0 and noise_row["vs_baseline"]["p_value"] > 0.5
+    assert tuned_row["vs_baseline"]["p_wilcoxon"] < 0.01 < 0.5 < noise_row["vs_baseline"]["p_wilcoxon"]
     assert tuned_row["by_type"]["counting"]["vs_baseline"]["shared"] == 195
     paper_rows = [r for r in report["runs"] if r["reference"]]
     assert len(paper_rows) == 7 and all(
@@ -101,6 +102,6 @@ def test_cli_compare_writes_table_chart_and_json(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["eval", "compare", str(base), str(tuned), "--out", str(out), "--paper"])
     assert result.exit_code == 0, result.output
     table = (out / "compare.md").read_text()
-    assert "| tuned | 0.875 |" in table and "| GPT-4V (paper) | 0.637 | reference, no CI |" in table
+    assert "| tuned | 0.875 |" in table and "| GPT-4V (paper) | 0.637 | reference, no CI | - |" in table
     assert (out / "compare.png").read_bytes().startswith(b"\x89PNG")
     assert json.loads((out / "compare.json").read_text())["runs"][1]["vs_baseline"]["difference"] == 0.5

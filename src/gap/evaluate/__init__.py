@@ -16,7 +16,14 @@ from gap.evaluate._judge import (
 )
 from gap.evaluate._offline import OFFLINE_METRICS, OfflineMetric, normalise, offline_score, read_count
 from gap.evaluate._score import GPT_SCORE, ItemScore, JudgeRun, judge_items, offline_items, summarise
-from gap.evaluate._stats import Agreement, Interval, agreement, clustered_bootstrap, paired_bootstrap_p
+from gap.evaluate._stats import (
+    Agreement,
+    Interval,
+    agreement,
+    clustered_bootstrap,
+    paired_bootstrap_p,
+    wilcoxon_p,
+)
 
 __all__ = [
     "ANSWERS_FILE",
@@ -47,4 +54,5 @@ __all__ = [
     "read_answers",
     "read_count",
     "summarise",
+    "wilcoxon_p",
 ]

@@ -2,7 +2,8 @@
 
 Each run is read from the per-item scores `gap eval score` wrote (``scores-<metric>.jsonl`` in a RUN
 folder, or that file itself). The first run is the baseline; every other run is compared with it on the
-items both scored (failures left out of both), clustered by image. The paper's GPT scores on GAP-VQA
+items both scored (failures left out of both), clustered by image; a Wilcoxon signed-rank p-value
+(items as independent) is given beside it. The paper's GPT scores on GAP-VQA
 val (METHOD.md section 8) can be added as reference rows: they have no interval and no items, and are
 marked as such.
 """
@@ -17,7 +18,7 @@ from typing import Any
 
 from gap.data import QUESTION_TYPES
 from gap.errors import InputError
-from gap.evaluate._stats import DEFAULT_RESAMPLES, clustered_bootstrap, paired_bootstrap_p
+from gap.evaluate._stats import DEFAULT_RESAMPLES, clustered_bootstrap, paired_bootstrap_p, wilcoxon_p
 
 PAPER_GPT_SCORES: tuple[tuple[str, float], ...] = (
     ("GPT-4V", 0.637),
@@ -101,7 +102,12 @@ def _paired(
         if shared
         else float("nan")
     )
-    return {"shared": len(shared), "difference": _num(diff), "p_value": _num(p)}
+    return {
+        "shared": len(shared),
+        "difference": _num(diff),
+        "p_value": _num(p),
+        "p_wilcoxon": _num(wilcoxon_p(first, second)),
+    }
 
 
 def compare_runs(
@@ -145,19 +151,19 @@ def _fmt(value: Any) -> str:
 def markdown_table(report: dict[str, Any]) -> str:
     """The comparison as a Markdown table; reference rows say they come from the paper."""
     lines = [
-        f"| run | score | 95% CI | n | failures | vs {report['baseline']} | p (paired bootstrap) |",
-        "|---|---|---|---|---|---|---|",
+        f"| run | score | 95% CI | n | failures | vs {report['baseline']} | p (paired bootstrap) | p (Wilcoxon) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in report["runs"]:
         if row["reference"]:
-            lines.append(f"| {row['name']} | {_fmt(row['score'])} | reference, no CI | - | - | - | - |")
+            lines.append(f"| {row['name']} | {_fmt(row['score'])} | reference, no CI | - | - | - | - | - |")
             continue
         vs = row.get("vs_baseline", {})
         diff = vs.get("difference")
         lines.append(
             f"| {row['name']} | {_fmt(row['score'])} | {_fmt(row['ci_low'])} - {_fmt(row['ci_high'])} "
             f"| {row['n']} | {row['failures']} | {'+' if diff and diff > 0 else ''}{_fmt(diff)} "
-            f"| {_fmt(vs.get('p_value'))} |"
+            f"| {_fmt(vs.get('p_value'))} | {_fmt(vs.get('p_wilcoxon'))} |"
         )
     lines += ["", "| run | " + " | ".join(QUESTION_TYPES) + " |", "|---|" + "---|" * len(QUESTION_TYPES)]
     for row in report["runs"]:

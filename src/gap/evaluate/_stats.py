@@ -114,3 +114,17 @@ def agreement(repeats: Sequence[Sequence[float]]) -> Agreement:
     identical = float(np.mean([np.ptp(r) == 0 for r in usable]))
     diffs = [np.abs(r[:, None] - r[None, :])[np.triu_indices(len(r), 1)].mean() for r in usable]
     return Agreement(len(usable), identical, float(np.mean(diffs)))
+
+
+def wilcoxon_p(first: Sequence[float], second: Sequence[float]) -> float:
+    """Two-sided Wilcoxon signed-rank p-value of the paired differences (items treated as independent).
+
+    A check beside the clustered bootstrap that suits bounded [0, 1] scores; ``nan`` when every pair
+    is equal (there is nothing to rank).
+    """
+    from scipy import stats
+
+    diffs = np.asarray(second, dtype=float) - np.asarray(first, dtype=float)
+    if not diffs.size or not np.any(diffs):
+        return float("nan")
+    return float(stats.wilcoxon(diffs, zero_method="zsplit").pvalue)
