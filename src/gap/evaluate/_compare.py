@@ -151,7 +151,8 @@ def _fmt(value: Any) -> str:
 def markdown_table(report: dict[str, Any]) -> str:
     """The comparison as a Markdown table; reference rows say they come from the paper."""
     lines = [
-        f"| run | score | 95% CI | n | failures | vs {report['baseline']} | p (paired bootstrap) | p (Wilcoxon) |",
+        f"| run | score | 95% CI | n | failures | vs {report['baseline']} "
+        "| p (paired bootstrap) | p (Wilcoxon) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in report["runs"]:
