@@ -173,6 +173,24 @@ def test_model_start_up_of_gap_serve_probes_the_server(refusing_server: Recordin
     assert len(refusing_server.bodies) == 2  # the answer went through at once
 
 
+def test_app_built_from_settings_probes_before_its_first_answer(
+    refusing_server: RecordingServer, tmp_path: Path
+) -> None:
+    """An app left to load its own model (no ``model=``) does the same start-up work on first use."""
+    from gap.config import Settings
+    from gap.web.app import create_app
+
+    settings = Settings(
+        data_dir=tmp_path, model="openai:recorded", openai_base_url=refusing_server.base_url
+    )
+    app = create_app(settings)
+    model = app.state.context.model()
+    assert [body["max_tokens"] for body in refusing_server.bodies] == [1]
+    prompt = turn_prompt([], QUESTION, instructed=False)
+    assert model.answer(png((4, 5, 6)), prompt.messages, system=prompt.system)
+    assert len(refusing_server.bodies) == 2  # no 400 and retry on the first answer
+
+
 def test_probe_of_a_server_that_takes_system_messages_changes_nothing(server: RecordingServer) -> None:
     model = client_for(server)
     model.load()

@@ -111,15 +111,11 @@ def ready_model(current: Settings, *, offline_hint: str | None = None) -> Vision
 
     ``offline_hint`` ends the message when a hub model can be neither found in the cache nor downloaded.
     """
-    from gap.models.factory import load_model
+    from gap.models.factory import load_ready_model
 
     check_hub_model(current.model, offline_hint=offline_hint or OFFLINE_HINT)
     with console.status(f"loading model {current.model} ..."):
-        model = load_model(current.model, current)
-        preload = getattr(model, "load", None)  # only local backends have weights to load
-        if callable(preload):
-            preload()
-    return model
+        return load_ready_model(current.model, current)
 
 
 OFFLINE_HINT = "Without network, set GAP_MODEL to a local model folder (transformers:DIR)."

@@ -45,3 +45,13 @@ def load_model(spec: str, settings: Settings) -> VisionChatModel:
     if spec.strip() and Path(spec).is_dir():
         return load_model(f"transformers:{spec}", settings)
     raise ConfigError(f"unknown model spec {spec!r}: expected {ACCEPTED_FORMS}")
+
+
+def load_ready_model(spec: str, settings: Settings) -> VisionChatModel:
+    """The backend of :func:`load_model`, with its start-up work done now (local weights loaded, a
+    server's system-role support probed), so no player's answer pays for it."""
+    model = load_model(spec, settings)
+    preload = getattr(model, "load", None)  # not every backend has start-up work
+    if callable(preload):
+        preload()
+    return model

@@ -55,9 +55,9 @@ def create_app(
         log.info("upgrading the database schema")
         upgrade(settings.resolved_database_url)
     if model is None:
-        from gap.models.factory import load_model
+        from gap.models.factory import load_ready_model
 
-        get_model = lazy_model(lambda: load_model(settings.model, settings))
+        get_model = lazy_model(lambda: load_ready_model(settings.model, settings))
     elif isinstance(model, VisionChatModel):
         fixed = model
         get_model = lambda: fixed  # noqa: E731
