@@ -180,9 +180,7 @@ def test_app_built_from_settings_probes_before_its_first_answer(
     from gap.config import Settings
     from gap.web.app import create_app
 
-    settings = Settings(
-        data_dir=tmp_path, model="openai:recorded", openai_base_url=refusing_server.base_url
-    )
+    settings = Settings(data_dir=tmp_path, model="openai:recorded", openai_base_url=refusing_server.base_url)
     app = create_app(settings)
     model = app.state.context.model()
     assert [body["max_tokens"] for body in refusing_server.bodies] == [1]
