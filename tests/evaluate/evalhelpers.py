@@ -35,6 +35,8 @@ class ScriptedJudge:
     slow_seconds: float = 0.0
     delay: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    in_flight: int = 0
+    max_in_flight: int = 0
 
 
 def directive(answer: str) -> str | None:
@@ -79,7 +81,12 @@ def make_judge(*, slow_seconds: float = 2.0, delay: float = 0.0) -> ScriptedJudg
             judge.seen[prompt] += 1
             first = judge.seen[prompt] == 1
         if judge.delay:
+            with judge.lock:
+                judge.in_flight += 1
+                judge.max_in_flight = max(judge.max_in_flight, judge.in_flight)
             await asyncio.sleep(judge.delay)
+            with judge.lock:
+                judge.in_flight -= 1
         kind = directive(answer)
         if kind == "down":
             return JSONResponse({"error": "unavailable"}, status_code=503)

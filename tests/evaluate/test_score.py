@@ -113,6 +113,16 @@ def test_second_run_makes_zero_judge_calls(judge: tuple[ScriptedJudge, str], tmp
     assert len(scripted.calls) == 22
 
 
+def test_concurrency_is_real_and_bounded(
+    live_server: Callable[[FastAPI], LiveServer], tmp_path: Path
+) -> None:
+    scripted = make_judge(delay=0.5)
+    url = f"{live_server(scripted.app).url}/v1"
+    items = [item(i, f"@num:{i / 10}") for i in range(9)]
+    report, _ = score_items(items, judge=_setup(url, tmp_path / "c.sqlite3", concurrency=3), resamples=100)
+    assert report["n"] == 9 and scripted.max_in_flight == 3
+
+
 def test_repeats_report_agreement(judge: tuple[ScriptedJudge, str], tmp_path: Path) -> None:
     scripted, url = judge
     items = [item(i, f"@num:{i / 4}") for i in range(5)]
