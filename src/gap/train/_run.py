@@ -24,7 +24,7 @@ from typing import Any
 
 from gap.data._export import gap_version
 from gap.data._io import atomic_write_json
-from gap.errors import ConfigError, GapError
+from gap.errors import ConfigError
 from gap.train._collate import AssistantOnlyCollator
 from gap.train._config import TrainConfig
 from gap.train._data import Example, load_training_data
@@ -242,6 +242,29 @@ def _load_model(transformers: Any, torch: Any, config: TrainConfig, precision: s
         ) from None
 
 
+def _trainable_model(
+    transformers: Any, torch: Any, peft: Any, config: TrainConfig, precision: str
+) -> tuple[Any, str]:
+    """The base model with LoRA (new, or ``adapter_init`` continued), or frozen for full fine-tuning."""
+    model = _load_model(transformers, torch, config, precision)
+    lm_prefix = language_model_prefix(model)
+    if config.finetuning == "full":
+        _freeze_for_full(model, lm_prefix, config.train_vision)
+        return model, lm_prefix
+    if config.adapter_init:
+        return peft.PeftModel.from_pretrained(model, config.adapter_init, is_trainable=True), lm_prefix
+    lora = peft.LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=lora_target_regex(config, lm_prefix),
+    )
+    try:
+        return peft.get_peft_model(model, lora), lm_prefix
+    except ValueError as exc:  # no module matched the targets
+        raise ConfigError(f"LoRA targets: {exc}") from None
+
+
 def train(
     config: TrainConfig,
     *,
@@ -261,7 +284,11 @@ def train(
 
     from gap.models.transformers_backend import load_processor
 
-    processor = load_processor(transformers, config.model)
+    try:
+        processor = load_processor(transformers, config.model)
+    except Exception as exc:  # no processor files, a tokenizer this transformers cannot read
+        reason = f"{type(exc).__name__}: {exc}"
+        raise ConfigError(f"cannot load the processor of {config.model!r}: {reason}") from None
     collator = AssistantOnlyCollator(processor, max_pixels=config.max_pixels)
     train_set, dropped = _drop_long(collator, data.train, config.cutoff)
     val_set, dropped_val = _drop_long(collator, data.val, config.cutoff)
@@ -269,24 +296,7 @@ def train(
         raise ConfigError(f"every training sample is longer than cutoff={config.cutoff} tokens")
 
     transformers.set_seed(config.seed)
-    model = _load_model(transformers, torch, config, precision)
-    lm_prefix = language_model_prefix(model)
-    if config.finetuning == "lora":
-        if config.adapter_init:
-            model = peft.PeftModel.from_pretrained(model, config.adapter_init, is_trainable=True)
-        else:
-            lora = peft.LoraConfig(
-                r=config.lora_r,
-                lora_alpha=config.lora_alpha,
-                lora_dropout=config.lora_dropout,
-                target_modules=lora_target_regex(config, lm_prefix),
-            )
-            try:
-                model = peft.get_peft_model(model, lora)
-            except ValueError as exc:  # no module matched the targets
-                raise ConfigError(f"LoRA targets: {exc}") from None
-    else:
-        _freeze_for_full(model, lm_prefix, config.train_vision)
+    model, lm_prefix = _trainable_model(transformers, torch, peft, config, precision)
     trainable, total = _trainable(model)
 
     from gap.train._progress import RichProgress
@@ -308,8 +318,6 @@ def train(
         output = trainer.train(resume_from_checkpoint=checkpoint)
     except torch.OutOfMemoryError as exc:
         raise ConfigError(out_of_memory_advice(config)) from exc
-    except GapError:
-        raise
     wall, cpu = time.monotonic() - started, time.process_time() - cpu_started
     trainer.save_model(str(out))
     if not trainer.is_world_process_zero():
