@@ -12,8 +12,6 @@ from trainhelpers import loss_settings, make_records
 from gap.data import export_records
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-pytest.importorskip("peft")
-pytest.importorskip("torch")
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +25,12 @@ def export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def family_dir(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    """``family_dir("qwen2_vl")``: the tiny model folder of that family, built on first use."""
+    """``family_dir("qwen2_vl")``: the tiny model folder of that family, built on first use.
+
+    Tests that need one skip where the ``train`` extra (torch, transformers, peft) is not installed.
+    """
+    for module in ("torch", "transformers", "peft"):
+        pytest.importorskip(module)
     from gap.train._tiny import make_tiny_family
 
     built: dict[str, Path] = {}
