@@ -119,7 +119,9 @@ def test_concurrency_is_real_and_bounded(
     scripted = make_judge(delay=0.5)
     url = f"{live_server(scripted.app).url}/v1"
     items = [item(i, f"@num:{i / 10}") for i in range(9)]
-    report, _ = score_items(items, judge=_setup(url, tmp_path / "c.sqlite3", concurrency=3), resamples=100)
+    report, _ = score_items(
+        items, judge=_setup(url, tmp_path / "c.sqlite3", concurrency=3, timeout=10.0), resamples=100
+    )
     assert report["n"] == 9 and scripted.max_in_flight == 3
 
 
