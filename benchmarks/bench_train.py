@@ -9,7 +9,7 @@ best run, since a shared machine swings by tens of percent; samples per CPU-seco
 the training loop) is printed beside samples/s, as it moves much less when other jobs share the CPUs.
 On a GPU the peak allocated memory of each run is reported too.
 
-    python benchmarks/bench_train.py                      # CPU, ~20 M model, 20 steps of batch 4
+    python benchmarks/bench_train.py --threads 1 --repeats 5   # CPU, ~20 M model, 20 steps of batch 4
     python benchmarks/bench_train.py --size gpu --precision bf16 --steps 30 --json out.json
 """
 
@@ -191,11 +191,15 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=32)
     parser.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
 
     import torch
     import transformers
+
+    if args.threads:
+        torch.set_num_threads(args.threads)  # one thread spins less when other jobs share the CPUs
 
     from gap.train._tiny import make_tiny_family
 
