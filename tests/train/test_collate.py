@@ -15,13 +15,11 @@ ANSWER_FORM = {
     "idefics3": " {answer}<end_of_utterance>\n",
     "qwen2_vl": "{answer}<|im_end|>\n",
     "qwen2_5_vl": "{answer}<|im_end|>\n",
+    "qwen3_vl": "{answer}<|im_end|>\n",
     "llava": " {answer}</s>",
 }
-IMAGE_TOKEN = {
-    "idefics3": "<image>",
-    "qwen2_vl": "<|image_pad|>",
-    "qwen2_5_vl": "<|image_pad|>",
-    "llava": "<image>",
+IMAGE_TOKEN = {"idefics3": "<image>", "llava": "<image>"} | {
+    family: "<|image_pad|>" for family in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 }
 
 

@@ -14,6 +14,7 @@ import pytest
 from trainhelpers import LOSS_STEPS, loss_settings
 
 from gap.train import MERGED_DIR, SUMMARY_FILE, resolve, train
+from gap.train._tiny import FAMILIES
 
 # peft saves the whole head beside its LoRA when the head is a target (the tiny runs adapt it)
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Setting `save_embedding_layers`")]
@@ -31,7 +32,7 @@ SUMMARY_FIELDS = {
 }
 
 
-@pytest.mark.parametrize("family", ["idefics3", "qwen2_vl", "qwen2_5_vl", "llava"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_forty_steps_halve_the_loss(family: str, trained: Callable[[str], Path]) -> None:
     summary = json.loads((trained(family) / SUMMARY_FILE).read_text())
     losses = summary["losses"]

@@ -1,9 +1,9 @@
-"""Random-weight VLM folders of four families, built offline from a config (no download).
+"""Random-weight VLM folders of five families, built offline from a config (no download).
 
 Training is tested on them (their losses must fall), and the benchmarks use larger ones of the same
 shape: ``size="tiny"`` (hidden 32, about a second to build), ``"bench"`` (a Qwen2-VL of about 20 M
 parameters) and ``"gpu"`` (about 1.5 B). Idefics3 reuses :func:`gap.models.tiny.make_tiny_vlm`;
-Qwen2-VL, Qwen2.5-VL and LLaVA get the same kind of tokenizer (a byte-level BPE trained on a few
+Qwen2-VL, Qwen2.5-VL, Qwen3-VL and LLaVA get the same kind of tokenizer (a byte-level BPE trained on a few
 sentences) with their family's special tokens and a chat template of their family's layout.
 """
 
@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 from gap.errors import ConfigError
 
-Family = Literal["idefics3", "qwen2_vl", "qwen2_5_vl", "llava"]
+Family = Literal["idefics3", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava"]
 Size = Literal["tiny", "bench", "gpu"]
-FAMILIES: tuple[Family, ...] = ("idefics3", "qwen2_vl", "qwen2_5_vl", "llava")
+FAMILIES: tuple[Family, ...] = ("idefics3", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava")
 SEED = 0
 
 _CORPUS = [
@@ -106,8 +106,50 @@ def _tokenizer(transformers: Any, special: list[str], *, bos: str, eos: str, pad
     )
 
 
-def _qwen_vl(transformers: Any, dims: _Dims, *, v2_5: bool) -> tuple[Any, Any]:
-    """Qwen2-VL, or Qwen2.5-VL (same tokens and template; windowed vision blocks, SwiGLU MLPs)."""
+_QWEN_CLASSES = {
+    "qwen2_vl": ("Qwen2VLTextConfig", "Qwen2VLConfig", "Qwen2VLForConditionalGeneration"),
+    "qwen2_5_vl": ("Qwen2_5_VLTextConfig", "Qwen2_5_VLConfig", "Qwen2_5_VLForConditionalGeneration"),
+    "qwen3_vl": ("Qwen3VLTextConfig", "Qwen3VLConfig", "Qwen3VLForConditionalGeneration"),
+}
+
+
+def _qwen_vision(transformers: Any, family: str, dims: _Dims) -> Any:
+    """Qwen2-VL's vision tower, Qwen2.5-VL's (windowed blocks, SwiGLU) or Qwen3-VL's (deepstack)."""
+    heads = max(1, dims.vision_hidden // 64) if dims.vision_hidden >= 64 else 4
+    shared = {
+        "depth": dims.vision_layers,
+        "num_heads": heads,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+    }
+    if family == "qwen2_5_vl":
+        return transformers.Qwen2_5_VLVisionConfig(
+            **shared,
+            hidden_size=dims.vision_hidden,
+            intermediate_size=dims.vision_hidden * 2,
+            out_hidden_size=dims.hidden,
+            window_size=112,
+            fullatt_block_indexes=[dims.vision_layers - 1],
+            patch_size=14,
+        )
+    if family == "qwen3_vl":
+        side = dims.image_side // 16  # learned position embeddings on a square grid of patches
+        return transformers.Qwen3VLVisionConfig(
+            **shared,
+            hidden_size=dims.vision_hidden,
+            intermediate_size=dims.vision_hidden * 2,
+            out_hidden_size=dims.hidden,
+            patch_size=16,
+            num_position_embeddings=max(side, 4) ** 2,
+            deepstack_visual_indexes=[0],
+        )
+    return transformers.Qwen2VLVisionConfig(
+        **shared, embed_dim=dims.vision_hidden, hidden_size=dims.hidden, mlp_ratio=2, patch_size=14
+    )
+
+
+def _qwen_vl(transformers: Any, family: str, dims: _Dims) -> tuple[Any, Any]:
+    """Qwen2-VL, Qwen2.5-VL or Qwen3-VL: the same tokens and prompt layout, different towers."""
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>"]
     special += ["<|image_pad|>", "<|video_pad|>"]
     tokenizer = _tokenizer(
@@ -119,71 +161,46 @@ def _qwen_vl(transformers: Any, dims: _Dims, *, v2_5: bool) -> tuple[Any, Any]:
         template=QWEN2_VL_TEMPLATE,
     )
     # tiny: 56 x 56 pixels, 4 x 4 patches of 14, merged 2 x 2 into 4 visual tokens per image
-    pixels = dims.image_side**2
+    # (Qwen3-VL: patches of 16, so 64 x 64 pixels)
+    patch = 16 if family == "qwen3_vl" else 14
+    pixels = (dims.image_side * patch // 14) ** 2
     image_processor = transformers.Qwen2VLImageProcessorPil(
-        min_pixels=pixels, max_pixels=pixels, patch_size=14, merge_size=2, temporal_patch_size=2
+        min_pixels=pixels, max_pixels=pixels, patch_size=patch, merge_size=2, temporal_patch_size=2
     )
     head_dim = dims.hidden // dims.heads
     quarter = head_dim // 4
-    text_class = transformers.Qwen2_5_VLTextConfig if v2_5 else transformers.Qwen2VLTextConfig
-    text_config = text_class(
+    text_name, config_name, model_name = _QWEN_CLASSES[family]
+    rope: dict[str, Any] = {
+        "rope_type": "default",
+        "rope_theta": 10000.0,
+        "mrope_section": [quarter, quarter, head_dim // 2 - 2 * quarter],
+    }
+    if family == "qwen3_vl":
+        rope["mrope_interleaved"] = True
+    text_config = getattr(transformers, text_name)(
         vocab_size=len(tokenizer),
         hidden_size=dims.hidden,
         intermediate_size=dims.intermediate,
         num_hidden_layers=dims.layers,
         num_attention_heads=dims.heads,
         num_key_value_heads=dims.kv_heads,
+        head_dim=head_dim,
         max_position_embeddings=4096,
-        rope_parameters={
-            "rope_type": "default",
-            "rope_theta": 10000.0,
-            "mrope_section": [quarter, quarter, head_dim // 2 - 2 * quarter],
-        },
+        rope_parameters=rope,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    heads = max(1, dims.vision_hidden // 64) if dims.vision_hidden >= 64 else 4
-    if v2_5:
-        vision_config = transformers.Qwen2_5_VLVisionConfig(
-            depth=dims.vision_layers,
-            hidden_size=dims.vision_hidden,
-            intermediate_size=dims.vision_hidden * 2,
-            out_hidden_size=dims.hidden,
-            num_heads=heads,
-            window_size=112,
-            fullatt_block_indexes=[dims.vision_layers - 1],
-            patch_size=14,
-            spatial_merge_size=2,
-            temporal_patch_size=2,
-        )
-    else:
-        vision_config = transformers.Qwen2VLVisionConfig(
-            depth=dims.vision_layers,
-            embed_dim=dims.vision_hidden,
-            hidden_size=dims.hidden,
-            num_heads=heads,
-            mlp_ratio=2,
-            patch_size=14,
-            spatial_merge_size=2,
-            temporal_patch_size=2,
-        )
-    config_class = transformers.Qwen2_5_VLConfig if v2_5 else transformers.Qwen2VLConfig
-    config = config_class(
+    config = getattr(transformers, config_name)(
         text_config=text_config.to_dict(),
-        vision_config=vision_config.to_dict(),
+        vision_config=_qwen_vision(transformers, family, dims).to_dict(),
         image_token_id=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
         video_token_id=tokenizer.convert_tokens_to_ids("<|video_pad|>"),
         vision_start_token_id=tokenizer.convert_tokens_to_ids("<|vision_start|>"),
         vision_end_token_id=tokenizer.convert_tokens_to_ids("<|vision_end|>"),
         tie_word_embeddings=False,
     )
-    model_class = (
-        transformers.Qwen2_5_VLForConditionalGeneration
-        if v2_5
-        else transformers.Qwen2VLForConditionalGeneration
-    )
-    return config, (tokenizer, image_processor, model_class)
+    return config, (tokenizer, image_processor, getattr(transformers, model_name))
 
 
 def _llava(transformers: Any, dims: _Dims) -> tuple[Any, Any]:
@@ -252,9 +269,7 @@ def make_tiny_family(family: Family, out_dir: Path, *, size: Size = "tiny") -> P
     if family == "llava":
         config, (tokenizer, image_processor, model_class) = _llava(transformers, dims)
     else:
-        config, (tokenizer, image_processor, model_class) = _qwen_vl(
-            transformers, dims, v2_5=family == "qwen2_5_vl"
-        )
+        config, (tokenizer, image_processor, model_class) = _qwen_vl(transformers, family, dims)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
         model = model_class(config).eval()
