@@ -2,21 +2,38 @@
 
 from __future__ import annotations
 
+import functools
 import json
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, TypedDict
 
+import httpx
 import typer
 from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
+from sqlalchemy.orm import Session, sessionmaker
 
 from gap.cli._common import console, database, handle_errors, settings
+from gap.config import Settings
 from gap.db.engine import transaction
-from gap.errors import Conflict, ImageError
+from gap.errors import Conflict, ImageError, InputError
+from gap.game import Pool
 from gap.services.game import utcnow
+from gap.services.image_import import (
+    TAINTED_MAX_OBJECTS,
+    choose,
+    coco_meta,
+    coco_pool,
+    load_source,
+    read_coco,
+    read_manifest,
+    source_name,
+)
 from gap.services.images import add_image, iter_image_files, list_images, parse_pool
 
 app = typer.Typer(help="Image pools.", no_args_is_help=True)
@@ -42,27 +59,154 @@ def add(
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("adding images", total=len(files))
         for path in files:
-            if not path.exists():
-                progress.advance(task)
-                continue
-            try:
-                with transaction(factory) as db:
-                    add_image(
-                        db,
-                        images_dir=current.images_dir,
-                        data=path.read_bytes(),
-                        original_name=path.name,
-                        pool=chosen,
-                        now=utcnow(),
-                    )
-                added += 1
-            except (ImageError, Conflict) as exc:
-                progress.console.print(f"[yellow]skipped[/yellow] {escape(str(path))}: {escape(exc.message)}")
-                skipped += 1
+            if path.exists():
+                if _store(progress, factory, current, str(path), path.read_bytes, path.name, chosen, None):
+                    added += 1
+                else:
+                    skipped += 1
             progress.advance(task)
     console.print(f"added {added} image(s) to the {chosen.value} pool, skipped {skipped}")
     if added == 0 and skipped:
         raise typer.Exit(1)
+
+
+def _store(
+    progress: Progress,
+    factory: sessionmaker[Session],
+    current: Settings,
+    label: str,
+    read: Callable[[], bytes],
+    name: str,
+    pool: Pool,
+    meta: dict[str, object] | None,
+) -> bool:
+    """Read, downscale and add one image in its own transaction; a bad or duplicate one is reported."""
+    try:
+        data = read()
+        with transaction(factory) as db:
+            add_image(
+                db,
+                images_dir=current.images_dir,
+                data=data,
+                original_name=name,
+                pool=pool,
+                now=utcnow(),
+                max_side=current.image_max_side,
+                meta=meta,
+            )
+        return True
+    except (ImageError, Conflict) as exc:
+        progress.console.print(f"[yellow]skipped[/yellow] {escape(label)}: {escape(exc.message)}")
+        return False
+
+
+def _summary(added: Counter[Pool], skipped: int) -> None:
+    pools = ", ".join(f"{added[pool]} {pool.value}" for pool in Pool)
+    console.print(f"added {sum(added.values())} image(s) ({pools}), skipped {skipped}")
+    if not added and skipped:
+        raise typer.Exit(1)
+
+
+@app.command("import")
+@handle_errors
+def import_(
+    manifest: Annotated[
+        Path, typer.Argument(help="A .csv (with a header) or .jsonl manifest.", exists=True, dir_okay=False)
+    ],
+) -> None:
+    """Add the images a manifest lists: `path` (relative to the manifest) or `url`, `pool`, `tags`.
+
+    Tags are a JSON list, or `;`-separated in a CSV; other columns are kept as image metadata. URLs
+    are downloaded; a row that fails is reported and skipped.
+    """
+    current = settings()
+    factory = database(current, expect_data=False)
+    rows = list(read_manifest(manifest))
+    added: Counter[Pool] = Counter()
+    skipped = 0
+    with (
+        Progress(console=console, transient=True) as progress,
+        httpx.Client(timeout=30.0, follow_redirects=True) as client,
+    ):
+        task = progress.add_task("importing images", total=len(rows))
+        for row in rows:
+            if isinstance(row, InputError):
+                progress.console.print(f"[yellow]skipped[/yellow] {escape(row.message)}")
+                skipped += 1
+            elif _store(
+                progress,
+                factory,
+                current,
+                row.source,
+                functools.partial(load_source, client, row.source, manifest.parent),
+                source_name(row.source),
+                row.pool,
+                row.meta,
+            ):
+                added[row.pool] += 1
+            else:
+                skipped += 1
+            progress.advance(task)
+    _summary(added, skipped)
+
+
+@app.command("import-coco")
+@handle_errors
+def import_coco(
+    annotations: Annotated[
+        Path, typer.Option(help="A COCO instances_*.json file (read streamed).", exists=True, dir_okay=False)
+    ],
+    images: Annotated[
+        Path, typer.Option(help="The folder holding its images.", exists=True, file_okay=False)
+    ],
+    tainted_max_objects: Annotated[
+        int,
+        typer.Option(min=0, help="Images with at most this many annotated objects go to the tainted pool."),
+    ] = TAINTED_MAX_OBJECTS,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Import a random sample of this many images.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the --limit sample.")] = 0,
+) -> None:
+    """Both pools from a COCO dataset, the authors' way: few annotated objects means tainted.
+
+    Each image keeps its `coco_id`, object count and category names as metadata; images listed but
+    missing from the folder are reported and skipped.
+    """
+    current = settings()
+    factory = database(current, expect_data=False)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("reading annotations", total=annotations.stat().st_size)
+        with annotations.open(encoding="utf-8") as stream:
+            listed, categories = read_coco(stream, lambda chars: progress.advance(task, chars))
+    chosen = choose(listed, limit, seed)
+    added: Counter[Pool] = Counter()
+    skipped = 0
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("adding images", total=len(chosen))
+        for entry in chosen:
+            path = images / entry.file_name
+            pool = coco_pool(entry, tainted_max_objects)
+            if not path.is_file():
+                progress.console.print(
+                    f"[yellow]skipped[/yellow] {escape(entry.file_name)}: not in {escape(str(images))}"
+                )
+                skipped += 1
+            elif _store(
+                progress,
+                factory,
+                current,
+                entry.file_name,
+                path.read_bytes,
+                path.name,
+                pool,
+                coco_meta(entry, categories),
+            ):
+                added[pool] += 1
+            else:
+                skipped += 1
+            progress.advance(task)
+    _summary(added, skipped)
 
 
 class ImageRow(TypedDict):
@@ -72,6 +216,7 @@ class ImageRow(TypedDict):
     width: int
     height: int
     enabled: bool
+    meta: dict[str, object]
 
 
 @app.command("list")
@@ -79,7 +224,8 @@ class ImageRow(TypedDict):
 def list_(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array (full ids) instead.")] = False,
 ) -> None:
-    """List every image with its pool, size and state. Ids are printed whole, to be copied."""
+    """List every image with its pool, size and state (and, with --json, its metadata: COCO images'
+    `coco_id`). Ids are printed whole, to be copied."""
     factory = database(settings())
     with transaction(factory) as db:
         rows: list[ImageRow] = [
@@ -90,6 +236,7 @@ def list_(
                 "width": image.width,
                 "height": image.height,
                 "enabled": image.enabled,
+                "meta": image.meta or {},
             }
             for image in list_images(db)
         ]

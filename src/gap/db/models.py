@@ -9,6 +9,7 @@ import uuid
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     DateTime,
@@ -84,6 +85,9 @@ class Image(Base):
     original_name: Mapped[str] = mapped_column(Text)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
     created_at: Mapped[datetime]
+    meta: Mapped[dict[str, object] | None] = mapped_column(JSON, default=None)
+    """Where the image came from: ``coco_id`` and ``categories`` for COCO imports, ``source`` and
+    ``tags`` (and any other manifest columns) for manifest imports; null for plain ``gap images add``."""
 
 
 class GameSession(Base):

@@ -278,6 +278,7 @@ def images_json(ctx: Context, _who: Admin) -> list[dict[str, Any]]:
 @router.post("/api/images")
 def upload(
     ctx: Context,
+    settings: AppSettings,
     _who: Admin,
     files: Annotated[list[UploadFile], File(description="One or more images.")],
     pool: Annotated[str, Form()],
@@ -291,7 +292,13 @@ def upload(
         try:
             with transaction(ctx.factory) as db:
                 image = add_image(
-                    db, images_dir=ctx.images_dir, data=data, original_name=name, pool=target, now=ctx.clock()
+                    db,
+                    images_dir=ctx.images_dir,
+                    data=data,
+                    original_name=name,
+                    pool=target,
+                    now=ctx.clock(),
+                    max_side=settings.image_max_side,
                 )
                 results.append({"file": name, "status": "added", "image_id": image.id})
         except GapError as exc:
