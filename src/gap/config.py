@@ -66,11 +66,6 @@ class Settings(BaseSettings):
     )
     round_seconds: float = Field(default=120.0, gt=0, description="Time limit per image, in seconds.")
     session_images: int = Field(default=10, ge=1, description="Images per session (half tainted, half not).")
-    image_max_side: int = Field(
-        default=1536,
-        ge=0,
-        description="Images are downscaled at ingest to this long side, in pixels (0: stored as they are).",
-    )
     taint_rate: float = Field(
         default=0.5,
         ge=0.0,
@@ -110,6 +105,14 @@ class Settings(BaseSettings):
         description="Combine verdicts on one question: `exact` text, `embedding` near-duplicates, or `none`.",
     )
     max_question_chars: int = Field(default=500, ge=1, description="Longest question a player may ask.")
+    max_body_bytes: int = Field(
+        default=65536, ge=1024, description="Largest request body (JSON, forms); larger ones get 413."
+    )
+    max_upload_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024,
+        description="Largest multipart body (the dashboard's image upload); larger ones get 413.",
+    )
     settle_min_sessions: int = Field(
         default=3,
         ge=1,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import re
 import shutil
 from collections.abc import Callable, Iterable
@@ -11,10 +10,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
-from PIL import Image as PILImage
-from PIL import UnidentifiedImageError
 
 from gap.errors import ImageError, InputError
+from gap.services.images import decode_image
 
 IMAGES_DIR = "images"
 _SUFFIX_BY_FORMAT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp"}
@@ -34,12 +32,7 @@ def url_file_name(url: str) -> str:
 
 def image_suffix(data: bytes) -> str:
     """The file suffix for image bytes; anything PIL cannot identify is an :class:`ImageError`."""
-    try:
-        with PILImage.open(io.BytesIO(data)) as img:
-            fmt = img.format or ""
-            img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"not a readable image ({exc})") from None
+    fmt, _width, _height = decode_image(data)
     return _SUFFIX_BY_FORMAT.get(fmt, ".img")
 
 

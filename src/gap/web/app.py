@@ -21,6 +21,7 @@ from gap.game import GameRules
 from gap.models.base import VisionChatModel
 from gap.services.game import Clock, GameContext, utcnow
 from gap.web.errors import install_error_handlers
+from gap.web.middleware import EdgeGuard
 from gap.web.routes import admin, api_docs, auth, images, leaderboard, me, pages, ranks, rounds, sessions
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,9 @@ def create_app(
     app.state.context = context
     app.state.templates = Jinja2Templates(directory=HERE / "templates")
     install_error_handlers(app)
+    app.add_middleware(
+        EdgeGuard, max_body_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes
+    )
     for module in (auth, me, ranks, sessions, rounds, leaderboard, images, pages, admin, api_docs):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
