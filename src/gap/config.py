@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     )
     round_seconds: float = Field(default=120.0, gt=0, description="Time limit per image, in seconds.")
     session_images: int = Field(default=10, ge=1, description="Images per session (half tainted, half not).")
+    image_max_side: int = Field(
+        default=1536,
+        ge=0,
+        description="Images are downscaled at ingest to this long side, in pixels (0: stored as they are).",
+    )
     taint_rate: float = Field(
         default=0.5,
         ge=0.0,

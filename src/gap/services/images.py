@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 from PIL import Image as PILImage
-from PIL import UnidentifiedImageError
+from PIL import ImageOps, UnidentifiedImageError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -78,6 +78,27 @@ def inspect_image(data: bytes) -> ImageInfo:
     return ImageInfo(MIME_BY_FORMAT[fmt], width, height, hashlib.sha256(data).hexdigest())
 
 
+def downscale(data: bytes, info: ImageInfo, max_side: int) -> bytes:
+    """``data`` (described by ``info``) with its long side brought down to ``max_side`` (0: unchanged),
+    in the same format.
+
+    The model never needs more pixels than its processor keeps, and the pools stay small. Images
+    already small enough, and GIFs (which may be animated), are returned as they are. The EXIF
+    orientation is applied first, since the re-encoded file carries no EXIF.
+    """
+    if max_side <= 0 or max(info.width, info.height) <= max_side or info.mime_type == "image/gif":
+        return data
+    with PILImage.open(io.BytesIO(data)) as opened:
+        fmt = opened.format or "PNG"
+        img = ImageOps.exif_transpose(opened)
+        img.thumbnail((max_side, max_side), PILImage.Resampling.LANCZOS)
+        if fmt == "JPEG" and img.mode not in ("RGB", "L"):
+            img = img.convert("RGB")
+        out = io.BytesIO()
+        img.save(out, format=fmt, **({"quality": 90} if fmt in ("JPEG", "WEBP") else {}))
+    return out.getvalue()
+
+
 def iter_image_files(paths: Iterable[Path]) -> Iterator[Path]:
     """Files named directly, and every non-hidden file below named folders, in a stable order."""
     for path in paths:
@@ -92,14 +113,26 @@ def iter_image_files(paths: Iterable[Path]) -> Iterator[Path]:
 
 
 def add_image(
-    db: Session, *, images_dir: Path, data: bytes, original_name: str, pool: Pool, now: datetime
+    db: Session,
+    *,
+    images_dir: Path,
+    data: bytes,
+    original_name: str,
+    pool: Pool,
+    now: datetime,
+    max_side: int = 0,
+    meta: dict[str, object] | None = None,
 ) -> Image:
-    """Validate and store one image; the file lands before the row, and the row only if all is well.
+    """Validate, downscale (``max_side``, see :func:`downscale`) and store one image; the file lands
+    before the row, and the row only if all is well.
 
-    A file already in the pools (same content hash) raises :class:`Conflict` and changes nothing.
+    A file already in the pools (same stored content hash) raises :class:`Conflict` and changes nothing.
     """
     original_name = clean_text(original_name)
     info = inspect_image(data)
+    smaller = downscale(data, info, max_side)
+    if smaller is not data:
+        data, info = smaller, inspect_image(smaller)
     existing = db.scalar(select(Image).where(Image.sha256 == info.sha256))
     if existing is not None:
         raise Conflict(f"already added (same content as {existing.original_name!r}, pool {existing.pool})")
@@ -117,6 +150,7 @@ def add_image(
         original_name=original_name,
         enabled=True,
         created_at=now,
+        meta=meta,
     )
     try:
         with db.begin_nested():
