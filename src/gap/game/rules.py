@@ -7,7 +7,7 @@ in, so every rule is deterministic under test.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -57,19 +57,30 @@ class PlannedRound:
 
 
 def plan_session(
-    tainted: Sequence[str], untainted: Sequence[str], n_images: int, rng: random.Random
+    tainted: Sequence[str],
+    untainted: Sequence[str],
+    n_images: int,
+    rng: random.Random,
+    pick_untainted: Callable[[Sequence[str], int], list[str]] | None = None,
 ) -> list[PlannedRound]:
     """Pick ``n_images`` distinct images, half from each pool, in random order.
 
     An odd count gives the extra image to a random pool. When a pool is short, the other pool fills
-    the gap, so a session is as long as the images allow (at most ``n_images``).
+    the gap, so a session is as long as the images allow (at most ``n_images``). The split never
+    depends on ``pick_untainted`` (the image policy, :mod:`gap.game.policy`), which only chooses
+    which untainted images fill their slots (default: uniformly).
     """
     want_tainted = n_images // 2 + (rng.random() < 0.5 if n_images % 2 else 0)
     take_tainted = min(want_tainted, len(tainted))
     take_untainted = min(n_images - take_tainted, len(untainted))
     take_tainted = min(n_images - take_untainted, len(tainted))
     rounds = [PlannedRound(i, Pool.TAINTED) for i in rng.sample(list(tainted), take_tainted)]
-    rounds += [PlannedRound(i, Pool.UNTAINTED) for i in rng.sample(list(untainted), take_untainted)]
+    picked = (
+        pick_untainted(untainted, take_untainted)
+        if pick_untainted is not None
+        else rng.sample(list(untainted), take_untainted)
+    )
+    rounds += [PlannedRound(i, Pool.UNTAINTED) for i in picked]
     rng.shuffle(rounds)
     return rounds
 
