@@ -16,9 +16,10 @@ ANSWER_FORM = {
     "qwen2_vl": "{answer}<|im_end|>\n",
     "qwen2_5_vl": "{answer}<|im_end|>\n",
     "qwen3_vl": "{answer}<|im_end|>\n",
+    "gemma3": "{answer}<end_of_turn>\n",
     "llava": " {answer}</s>",
 }
-IMAGE_TOKEN = {"idefics3": "<image>", "llava": "<image>"} | {
+IMAGE_TOKEN = {"idefics3": "<image>", "llava": "<image>", "gemma3": "<image_soft_token>"} | {
     family: "<|image_pad|>" for family in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 }
 
@@ -82,7 +83,7 @@ def test_multi_turn_keeps_one_image_per_conversation(
     collator = _collator(family_dir(family))
     tokenizer = collator.tokenizer
     text, spans = collator.answer_spans(multi)
-    placeholder = "<|vision_start|>" if family.startswith("qwen") else "<image>"
+    placeholder = {"qwen": "<|vision_start|>", "gemm": "<start_of_image>"}.get(family[:4], "<image>")
     assert text.count(placeholder) == 1  # the second user turn carries no image
     assert len(spans) == 2
     batch = collator([multi])

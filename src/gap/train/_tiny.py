@@ -1,10 +1,10 @@
-"""Random-weight VLM folders of five families, built offline from a config (no download).
+"""Random-weight VLM folders of six families, built offline from a config (no download).
 
 Training is tested on them (their losses must fall), and the benchmarks use larger ones of the same
 shape: ``size="tiny"`` (hidden 32, about a second to build), ``"bench"`` (a Qwen2-VL of about 20 M
 parameters) and ``"gpu"`` (about 1.5 B). Idefics3 reuses :func:`gap.models.tiny.make_tiny_vlm`;
-Qwen2-VL, Qwen2.5-VL, Qwen3-VL and LLaVA get the same kind of tokenizer (a byte-level BPE trained on a few
-sentences) with their family's special tokens and a chat template of their family's layout.
+Qwen2-VL, Qwen2.5-VL, Qwen3-VL, LLaVA and Gemma 3 get the same kind of tokenizer (a byte-level BPE
+trained on a few sentences) with their family's special tokens and a chat template of its layout.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 from gap.errors import ConfigError
 
-Family = Literal["idefics3", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava"]
+Family = Literal["idefics3", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava", "gemma3"]
 Size = Literal["tiny", "bench", "gpu"]
-FAMILIES: tuple[Family, ...] = ("idefics3", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava")
+FAMILIES: tuple[Family, ...] = ("idefics3", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava", "gemma3")
 SEED = 0
 
 _CORPUS = [
@@ -44,6 +44,20 @@ QWEN2_VL_TEMPLATE = (
     "{{ '<|im_end|>\n' }}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+GEMMA3_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{{ '<start_of_turn>' + ('model' if message['role'] == 'assistant' else message['role']) + '\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}{{ '<start_of_image>' }}"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{{ '<end_of_turn>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
 )
 
 LLAVA_TEMPLATE = (
@@ -82,7 +96,16 @@ _DIMS: dict[Size, _Dims] = {
 }
 
 
-def _tokenizer(transformers: Any, special: list[str], *, bos: str, eos: str, pad: str, template: str) -> Any:
+def _tokenizer(
+    transformers: Any,
+    special: list[str],
+    *,
+    bos: str,
+    eos: str,
+    pad: str,
+    template: str,
+    named_tokens: dict[str, str] | None = None,
+) -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     raw = Tokenizer(models.BPE())
@@ -103,6 +126,7 @@ def _tokenizer(transformers: Any, special: list[str], *, bos: str, eos: str, pad
         unk_token=pad,
         chat_template=template,
         model_max_length=4096,
+        extra_special_tokens=named_tokens or {},
     )
 
 
@@ -200,7 +224,9 @@ def _qwen_vl(transformers: Any, family: str, dims: _Dims) -> tuple[Any, Any]:
         vision_end_token_id=tokenizer.convert_tokens_to_ids("<|vision_end|>"),
         tie_word_embeddings=False,
     )
-    return config, (tokenizer, image_processor, getattr(transformers, model_name))
+    # the processor wants a video processor (torchvision): tokenizer (with the template) and image
+    # processor are saved apart, which load_processor assembles without one
+    return config, (tokenizer, image_processor, getattr(transformers, model_name), None)
 
 
 def _llava(transformers: Any, dims: _Dims) -> tuple[Any, Any]:
@@ -247,7 +273,73 @@ def _llava(transformers: Any, dims: _Dims) -> tuple[Any, Any]:
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
     )
-    return config, (tokenizer, image_processor, transformers.LlavaForConditionalGeneration)
+    processor = transformers.LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=8,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=LLAVA_TEMPLATE,
+    )
+    return config, (tokenizer, image_processor, transformers.LlavaForConditionalGeneration, processor)
+
+
+def _gemma3(transformers: Any, dims: _Dims) -> tuple[Any, Any]:
+    special = ["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>"]
+    special += ["<start_of_image>", "<end_of_image>", "<image_soft_token>"]
+    tokenizer = _tokenizer(
+        transformers,
+        special,
+        bos="<bos>",
+        eos="<end_of_turn>",
+        pad="<pad>",
+        template=GEMMA3_TEMPLATE,
+        named_tokens={
+            "boi_token": "<start_of_image>",
+            "eoi_token": "<end_of_image>",
+            "image_token": "<image_soft_token>",
+        },
+    )
+    # 32 x 32 pixels in SigLIP patches of 8 (4 x 4), average-pooled into 2 x 2 = 4 visual tokens
+    image_processor = transformers.Gemma3ImageProcessorPil(size={"height": 32, "width": 32})
+    text_config = transformers.Gemma3TextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=dims.hidden,
+        intermediate_size=dims.intermediate,
+        num_hidden_layers=dims.layers,
+        num_attention_heads=dims.heads,
+        num_key_value_heads=dims.kv_heads,
+        head_dim=dims.hidden // dims.heads,
+        sliding_window=512,
+        max_position_embeddings=4096,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    vision_config = transformers.SiglipVisionConfig(
+        hidden_size=dims.vision_hidden,
+        intermediate_size=dims.vision_hidden * 2,
+        num_hidden_layers=dims.vision_layers,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+    )
+    config = transformers.Gemma3Config(
+        text_config=text_config.to_dict(),
+        vision_config=vision_config.to_dict(),
+        mm_tokens_per_image=4,
+        boi_token_index=tokenizer.convert_tokens_to_ids("<start_of_image>"),
+        eoi_token_index=tokenizer.convert_tokens_to_ids("<end_of_image>"),
+        image_token_index=tokenizer.image_token_id,
+        tie_word_embeddings=False,
+    )
+    processor = transformers.Gemma3Processor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        chat_template=GEMMA3_TEMPLATE,
+        image_seq_length=4,
+    )
+    return config, (tokenizer, image_processor, transformers.Gemma3ForConditionalGeneration, processor)
 
 
 def make_tiny_family(family: Family, out_dir: Path, *, size: Size = "tiny") -> Path:
@@ -267,9 +359,11 @@ def make_tiny_family(family: Family, out_dir: Path, *, size: Size = "tiny") -> P
     out_dir.mkdir(parents=True, exist_ok=True)
     dims = _DIMS[size]
     if family == "llava":
-        config, (tokenizer, image_processor, model_class) = _llava(transformers, dims)
+        config, (tokenizer, image_processor, model_class, processor) = _llava(transformers, dims)
+    elif family == "gemma3":
+        config, (tokenizer, image_processor, model_class, processor) = _gemma3(transformers, dims)
     else:
-        config, (tokenizer, image_processor, model_class) = _qwen_vl(transformers, family, dims)
+        config, (tokenizer, image_processor, model_class, processor) = _qwen_vl(transformers, family, dims)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
         model = model_class(config).eval()
@@ -283,18 +377,6 @@ def make_tiny_family(family: Family, out_dir: Path, *, size: Size = "tiny") -> P
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     image_processor.save_pretrained(out_dir)
-    if family == "llava":
-        processor = transformers.LlavaProcessor(
-            image_processor=image_processor,
-            tokenizer=tokenizer,
-            patch_size=8,
-            vision_feature_select_strategy="default",
-            num_additional_image_tokens=1,
-            chat_template=LLAVA_TEMPLATE,
-        )
+    if processor is not None:
         processor.save_pretrained(out_dir)
-    else:
-        # Qwen2-VL's processor wants a video processor (torchvision): the tokenizer (with the template)
-        # and the image processor are saved apart, which load_processor assembles without one.
-        pass
     return out_dir
