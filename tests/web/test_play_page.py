@@ -234,9 +234,10 @@ def test_a_whole_session_is_played_in_the_browser(
         clock.advance(121)
         page.clock.run_for(121_000)
         page.wait_for_function("document.getElementById('progress').textContent === '3/3'")
-        assert seconds_shown(page) >= 115
         # at the first frame of every picture, the bar and the countdown show the same time left
         frames = page.evaluate("window.__frames")
+        # picture 3 starts with its full time (read when it appeared, so a slow machine adds nothing)
+        assert next(f for f in frames if f["progress"] == "3/3")["seconds"] >= 115
         assert sorted({f["progress"] for f in frames}) == ["1/3", "2/3", "3/3"]
         for frame in frames:
             assert abs(frame["bar"] - frame["seconds"] / 120) <= 1.5 / 120, frame
