@@ -71,6 +71,22 @@ class Settings(BaseSettings):
         ge=0,
         description="Images are downscaled at ingest to this long side, in pixels (0: stored as they are).",
     )
+    image_policy: Literal["uniform", "coverage", "weakest"] = Field(
+        default="uniform",
+        description="Which untainted images a session gets: `uniform` (the paper), `coverage` (least played "
+        "first) or `weakest` (Thompson sampling on each image's rate of exposing a real model error).",
+    )
+    image_exploration: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=1.0,
+        description="`weakest`: chance that an untainted slot is drawn uniformly (the exploration floor).",
+    )
+    image_exposure_cap: int = Field(
+        default=100,
+        ge=0,
+        description="`weakest`: rounds after which an image is left out while others remain (0: no cap).",
+    )
     taint_rate: float = Field(
         default=0.5,
         ge=0.0,

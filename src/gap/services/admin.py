@@ -277,6 +277,9 @@ class QualityView:
     candidate_posteriors: list[float] = field(default_factory=list)
     difficulty: dict[str, float] = field(default_factory=dict)
     """Per image id: a higher value means mistakes are harder to find there."""
+    image_errors: dict[str, list[float]] = field(default_factory=dict)
+    """Per untainted image id: [expected real model errors (the sum of P(model wrong) over its judged
+    questions), judged questions]; what the `weakest` image policy samples from."""
 
 
 def fit_quietly(factory: sessionmaker[Session], settings: Settings) -> DatabaseFit | None:
@@ -314,6 +317,13 @@ def view_of_fit(fit: DatabaseFit | None, *, theta: float) -> QualityView:
         difficulty = {str(k): float(v) for k, v in estimator.pi_difficulty_.items()}
     elif estimator.pi_image_ is not None:  # a low P(model wrong) on an image: mistakes are hard to find there
         difficulty = {str(k): float(1.0 - v) for k, v in estimator.pi_image_.items()}
+    untainted = turns["pool"].to_numpy() == Pool.UNTAINTED.value
+    image_errors: dict[str, list[float]] = {}
+    untainted_p = np.asarray(posterior)[untainted]
+    for image_id, p in zip(turns["image_id"].to_numpy()[untainted], untainted_p, strict=True):
+        entry = image_errors.setdefault(str(image_id), [0.0, 0.0])
+        entry[0] += float(p)
+        entry[1] += 1.0
     return QualityView(
         available=True,
         theta=theta,
@@ -323,6 +333,7 @@ def view_of_fit(fit: DatabaseFit | None, *, theta: float) -> QualityView:
         reliability=[float(v) for v in players["informedness"].to_numpy()],
         candidate_posteriors=[float(v) for v in np.asarray(posterior)[cand]],
         difficulty=difficulty,
+        image_errors=image_errors,
     )
 
 

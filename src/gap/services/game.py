@@ -52,6 +52,7 @@ from gap.game import (
     turn_prompt,
 )
 from gap.models.base import ChatMessage, ImageInput, VisionChatModel
+from gap.services.image_policy import UntaintedPicker
 from gap.services.round_images import round_image_url
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,8 @@ class GameContext:
     model_timeout: float = 60.0
     clock: Clock = utcnow
     rng: random.Random | None = None
+    pick_untainted: UntaintedPicker | None = None
+    """Fills a new session's untainted slots (`GAP_IMAGE_POLICY`); None: uniformly."""
 
     def random(self) -> random.Random:
         # Unpredictable draws in production; tests pass a seeded generator.
@@ -255,8 +258,13 @@ def _create_session(db: Session, ctx: GameContext, player_id: str, now: datetime
     pools: dict[str, list[str]] = {Pool.TAINTED: [], Pool.UNTAINTED: []}
     for image_id, pool in db.execute(select(Image.id, Image.pool).where(Image.enabled.is_(True))):
         pools[pool].append(image_id)
+    rng, pick = ctx.random(), ctx.pick_untainted
     plan = plan_session(
-        sorted(pools[Pool.TAINTED]), sorted(pools[Pool.UNTAINTED]), ctx.rules.session_images, ctx.random()
+        sorted(pools[Pool.TAINTED]),
+        sorted(pools[Pool.UNTAINTED]),
+        ctx.rules.session_images,
+        rng,
+        None if pick is None else lambda candidates, k: pick(db, candidates, k, rng),
     )
     if not plan:
         raise NoImages("there are no images to play yet; add some with `gap images add`")

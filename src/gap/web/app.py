@@ -20,6 +20,7 @@ from gap.db.migrate import is_current, upgrade
 from gap.game import GameRules
 from gap.models.base import VisionChatModel
 from gap.services.game import Clock, GameContext, utcnow
+from gap.services.image_policy import untainted_picker
 from gap.web.errors import install_error_handlers
 from gap.web.middleware import EdgeGuard
 from gap.web.routes import admin, api_docs, auth, images, leaderboard, me, pages, ranks, rounds, sessions
@@ -78,6 +79,7 @@ def create_app(
         model_timeout=settings.model_timeout,
         clock=clock,
         rng=rng,
+        pick_untainted=untainted_picker(settings),
     )
 
     @asynccontextmanager
