@@ -4,7 +4,21 @@ from __future__ import annotations
 
 import typer
 
-from gap.cli import bot, data, db, demo, images, models, quality, serve, simulate, train, turns, worker
+from gap.cli import (
+    bot,
+    data,
+    db,
+    demo,
+    images,
+    models,
+    quality,
+    rounds,
+    serve,
+    simulate,
+    train,
+    turns,
+    worker,
+)
 from gap.cli import eval as eval_cli
 
 app = typer.Typer(
@@ -14,6 +28,7 @@ app = typer.Typer(
 )
 app.add_typer(db.app, name="db")
 app.add_typer(images.app, name="images")
+app.add_typer(rounds.app, name="rounds")
 app.add_typer(models.app, name="models")
 app.add_typer(data.app, name="data")
 app.add_typer(quality.app, name="quality")

@@ -90,6 +90,19 @@ class Image(Base):
     ``tags`` (and any other manifest columns) for manifest imports; null for plain ``gap images add``."""
 
 
+class CollectionRound(Base):
+    """A round of collection (a campaign): the model in the loop from ``started_at`` until the next
+    round starts. Its ``id`` is the round number shown by `gap rounds`."""
+
+    __tablename__ = "collection_rounds"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(Text)
+    adapter: Mapped[str | None] = mapped_column(Text, default=None)
+    note: Mapped[str | None] = mapped_column(Text, default=None)
+    started_at: Mapped[datetime] = mapped_column(index=True)
+
+
 class GameSession(Base):
     __tablename__ = "sessions"
     __table_args__ = (
@@ -111,6 +124,11 @@ class GameSession(Base):
     finished_at: Mapped[datetime | None] = mapped_column(default=None, index=True)
     settled_at: Mapped[datetime | None] = mapped_column(default=None, index=True)
     """When settlement credited this session's points (with others of the player's, never alone)."""
+    collection_round: Mapped[int | None] = mapped_column(
+        ForeignKey("collection_rounds.id"), default=None, index=True
+    )
+    """The round of collection current when the session started: its model answers the whole
+    session, even after a newer round starts. Null before any `gap rounds start`."""
 
     rounds: Mapped[list[Round]] = relationship(
         back_populates="session", order_by="Round.index", cascade="all, delete-orphan"
@@ -155,6 +173,10 @@ class Turn(Base):
     answered_at: Mapped[datetime | None] = mapped_column(default=None)
     judged_at: Mapped[datetime | None] = mapped_column(default=None)
     elapsed_s: Mapped[float] = mapped_column(Float)
+    collection_round: Mapped[int | None] = mapped_column(
+        ForeignKey("collection_rounds.id"), default=None, index=True
+    )
+    """Its session's round of collection (kept on the turn so exports filter without a join)."""
 
     round: Mapped[Round] = relationship(back_populates="turns")
 

@@ -20,12 +20,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, select, update
+from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from gap.db.engine import reading, transaction
-from gap.db.models import GameSession, Image, Round, Turn
+from gap.db.models import CollectionRound, GameSession, Image, Round, Turn
 from gap.errors import (
     AlreadyJudged,
     AwaitingVerdict,
@@ -268,7 +268,13 @@ def _create_session(db: Session, ctx: GameContext, player_id: str, now: datetime
     )
     if not plan:
         raise NoImages("there are no images to play yet; add some with `gap images add`")
-    session = GameSession(player_id=player_id, status="active", images_total=len(plan), created_at=now)
+    session = GameSession(
+        player_id=player_id,
+        status="active",
+        images_total=len(plan),
+        created_at=now,
+        collection_round=db.scalar(select(func.max(CollectionRound.id))),  # the current round, if any
+    )
     session.rounds = [
         Round(index=i, image_id=planned.image_id, pool=planned.pool.value)
         for i, planned in enumerate(plan, 1)
@@ -374,6 +380,7 @@ def _open_turn(ctx: GameContext, player_id: str, round_id: str, question: str) -
                 instructed=instructed,
                 asked_at=now,
                 elapsed_s=(now - rnd.started_at).total_seconds(),
+                collection_round=rnd.session.collection_round,
             )
             db.add(turn)
             db.flush()

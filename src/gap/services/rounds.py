@@ -1,0 +1,81 @@
+"""Rounds of collection: which model is in the loop, round by round (Dynabench's rounds).
+
+A round names a model spec (and an optional LoRA adapter). The newest round is the current one: a
+session records the round current when it starts and keeps its model to the end, so starting a round
+never changes the model under a running session. Every replica reads the current round from the
+database when a session starts (no process state), so all switch together. Turns carry their
+session's round, so anything exported can be told apart by round.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from gap.db.models import CollectionRound, GameSession, Round, Turn
+from gap.errors import InputError
+from gap.game import Pool
+
+
+def start_round(
+    db: Session, *, model: str, adapter: str | None, note: str | None, now: datetime
+) -> CollectionRound:
+    """Open a new round; sessions started from now on use its model."""
+    if not model.strip():
+        raise InputError("a round needs a model spec, e.g. transformers:<folder> or openai:<name>")
+    row = CollectionRound(model=model.strip(), adapter=adapter or None, note=note or None, started_at=now)
+    db.add(row)
+    db.flush()
+    return row
+
+
+@dataclass(frozen=True)
+class RoundStats:
+    number: int
+    model: str
+    adapter: str | None
+    note: str | None
+    started_at: datetime
+    sessions: int
+    judged: int
+    """Judged turns (questions with a verdict)."""
+    untainted_judged: int
+    untainted_wrong: int
+    """Untainted Wrong verdicts: the candidates the quality filter weighs."""
+
+
+def round_stats(db: Session) -> list[RoundStats]:
+    """Every round, oldest first, with what was collected in it."""
+    sessions = dict(
+        db.execute(
+            select(GameSession.collection_round, func.count()).group_by(GameSession.collection_round)
+        ).all()
+    )
+    untainted = Round.pool == Pool.UNTAINTED.value
+    turn_rows = db.execute(
+        select(
+            Turn.collection_round,
+            func.count(),
+            func.sum(case((untainted, 1), else_=0)),
+            func.sum(case(((untainted) & (Turn.verdict == "wrong"), 1), else_=0)),
+        )
+        .join(Round, Turn.round_id == Round.id)
+        .where(Turn.verdict.is_not(None))
+        .group_by(Turn.collection_round)
+    ).all()
+    turns = {number: (int(n), int(u or 0), int(w or 0)) for number, n, u, w in turn_rows}
+    return [
+        RoundStats(
+            row.id,
+            row.model,
+            row.adapter,
+            row.note,
+            row.started_at,
+            int(sessions.get(row.id, 0)),
+            *turns.get(row.id, (0, 0, 0)),
+        )
+        for row in db.scalars(select(CollectionRound).order_by(CollectionRound.id))
+    ]

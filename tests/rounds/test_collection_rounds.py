@@ -1,0 +1,106 @@
+"""`gap rounds start|list|show`: sessions record the round current when they start and keep it; turns
+carry their session's round."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from fixtures.game import login, seed_images
+from gap.cli import app
+from gap.config import Settings, get_settings
+from gap.db.engine import make_engine, make_sessionmaker, transaction
+from gap.db.models import GameSession, Turn
+from gap.models.base import VisionChatModel
+
+pytestmark = pytest.mark.db
+
+
+def gap(settings: Settings, *args: str) -> Any:
+    get_settings.cache_clear()
+    env = {"GAP_DATA_DIR": str(settings.data_dir), "GAP_DATABASE_URL": settings.resolved_database_url}
+    return CliRunner().invoke(app, list(args), env=env)
+
+
+def rounds_of(
+    settings: Settings, session_id: str, turn_id: str | None = None
+) -> tuple[int | None, int | None]:
+    engine = make_engine(settings.resolved_database_url)
+    with transaction(make_sessionmaker(engine)) as db:
+        session = db.get(GameSession, session_id)
+        turn = db.get(Turn, turn_id) if turn_id else None
+        assert session is not None
+        found = session.collection_round, (turn.collection_round if turn is not None else None)
+    engine.dispose()
+    return found
+
+
+def test_a_new_round_reaches_new_sessions_and_spares_running_ones(
+    settings: Settings, make_client: Any, tiny_model: VisionChatModel
+) -> None:
+    seed_images(settings)
+    client = make_client(tiny_model, rng=random.Random(0))
+
+    def play(name: str) -> tuple[dict[str, str], str, str]:
+        auth = login(client, name)
+        started = client.post("/api/sessions", headers=auth).json()
+        return auth, started["session_id"], started["round"]["round_id"]
+
+    def ask(auth: dict[str, str], round_id: str) -> str:
+        asked = client.post(
+            f"/api/rounds/{round_id}/questions", headers=auth, json={"question": "Is it red?"}
+        )
+        assert asked.status_code == 201, asked.text
+        turn_id: str = asked.json()["turn_id"]
+        judged = client.post(f"/api/turns/{turn_id}/verdict", headers=auth, json={"verdict": "correct"})
+        assert judged.status_code == 200, judged.text
+        return turn_id
+
+    before_auth, before, before_round = play("Before")
+    assert rounds_of(settings, before, ask(before_auth, before_round)) == (None, None)
+
+    first = gap(settings, "rounds", "start", "--model", "transformers:models/v0", "--note", "base")
+    assert first.exit_code == 0 and "round 1 started: transformers:models/v0" in first.output
+    ada_auth, ada, ada_round = play("Ada")
+    assert rounds_of(settings, ada, ask(ada_auth, ada_round)) == (1, 1)
+
+    second = gap(settings, "rounds", "start", "--model", "transformers:models/v0", "--adapter", "runs/r1")
+    assert second.exit_code == 0 and "round 2 started: transformers:models/v0 + runs/r1" in second.output
+    # Ada's session started in round 1: it stays there, and so do its new turns.
+    assert rounds_of(settings, ada, ask(ada_auth, ada_round)) == (1, 1)
+    bob_auth, bob, bob_round = play("Bob")
+    assert rounds_of(settings, bob, ask(bob_auth, bob_round)) == (2, 2)
+
+    listed = gap(settings, "rounds", "list", "--json")
+    assert listed.exit_code == 0, listed.output
+    rows = json.loads(listed.stdout)
+    assert [(r["number"], r["adapter"], r["sessions"], r["judged"]) for r in rows] == [
+        (1, None, 1, 2),
+        (2, "runs/r1", 1, 1),
+    ]
+    table = gap(settings, "rounds", "list")
+    assert "2 round(s); current: 2" in table.output and "runs/r1" in table.output
+    shown = gap(settings, "rounds", "show", "1", "--json")
+    assert shown.exit_code == 0 and json.loads(shown.stdout) | {"started_at": ""} == {
+        "number": 1,
+        "model": "transformers:models/v0",
+        "adapter": None,
+        "note": "base",
+        "started_at": "",
+        "sessions": 1,
+        "judged": 2,
+        "untainted_judged": rows[0]["untainted_judged"],
+        "untainted_wrong": 0,
+        "current": False,
+    }
+    missing = gap(settings, "rounds", "show", "3")
+    assert missing.exit_code == 1 and "no round 3" in missing.output
+
+
+def test_a_round_needs_a_model(settings: Settings) -> None:
+    result = gap(settings, "rounds", "start", "--model", "  ")
+    assert result.exit_code == 1 and "needs a model spec" in result.output
