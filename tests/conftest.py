@@ -5,4 +5,10 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-pytest_plugins = ["fixtures.db", "fixtures.game", "fixtures.models", "fixtures.server"]
+pytest_plugins = [
+    "fixtures.db",
+    "fixtures.game",
+    "fixtures.models",
+    "fixtures.scale_backend",
+    "fixtures.server",
+]

@@ -60,7 +60,18 @@ class Settings(BaseSettings):
         description="Base URL of the OpenAI-compatible server for `openai:` models (vLLM, SGLang, Ollama).",
     )
     openai_api_key: str = Field(default="EMPTY", description="API key sent to the OpenAI-compatible server.")
-    model_timeout: float = Field(default=60.0, gt=0, description="Seconds one model answer may take.")
+    model_timeout: float = Field(
+        default=60.0, gt=0, description="Seconds one model answer may take in all (a 504 after that)."
+    )
+    model_concurrency: int = Field(
+        default=16, ge=1, description="Model answers one server process awaits at once; more queue."
+    )
+    model_breaker_failures: int = Field(
+        default=5, ge=1, description="Model failures in a row that open the circuit (503 at once)."
+    )
+    model_breaker_reset: float = Field(
+        default=30.0, gt=0, description="Seconds the circuit stays open before one probe question."
+    )
     max_new_tokens: int = Field(
         default=128, gt=0, description="Longest answer the model may write, in tokens."
     )

@@ -12,7 +12,8 @@ GapError
 │   └── NoImages           the pools hold no images to play
 ├── AuthError              missing, unknown or invalid credentials
 └── ModelError             the VLM backend failed
-    └── ModelTimeout       the VLM took longer than its timeout
+    ├── ModelTimeout       the VLM took longer than its timeout
+    └── ModelUnavailable   the backend's circuit is open: not called at all
 """
 
 from __future__ import annotations
@@ -75,3 +76,11 @@ class ModelError(GapError):
 
 class ModelTimeout(ModelError):
     """The VLM took longer than its timeout."""
+
+
+class ModelUnavailable(ModelError):
+    """The backend failed too often lately; it is not called until ``retry_after`` seconds pass."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

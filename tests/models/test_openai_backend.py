@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from fixtures.models import OpenAIServer
+from fixtures.scale_backend import REPLY, ScaleBackend
 from gap.errors import ModelError, ModelTimeout
 from gap.models.base import ChatMessage, ImageInput, VisionChatModel
 from gap.models.openai_backend import OpenAIModel
@@ -314,3 +315,23 @@ def test_nobody_listening_is_a_model_error() -> None:
         client_for(f"http://127.0.0.1:{port}/v1", timeout=5).answer(png((0, 0, 0)), QUESTION)
     assert not isinstance(caught.value, ModelTimeout)
     assert isinstance(caught.value.__cause__, httpx.ConnectError)
+
+
+# --- the timeout is a total deadline; one pooled client serves every answer ---
+
+
+def test_a_trickling_server_times_out_in_total(scale_backend: ScaleBackend) -> None:
+    scale_backend.mode = "trickle"  # a valid reply, one byte every 0.2 s: each read is quick
+    assert len(REPLY) * scale_backend.trickle_s > 10
+    started = time.monotonic()
+    with pytest.raises(ModelTimeout, match=r"within 1 s"):
+        client_for(scale_backend.base_url, timeout=1.0).answer(png((0, 0, 0)), QUESTION)
+    assert time.monotonic() - started < 5
+
+
+def test_answers_share_one_pooled_connection(scale_backend: ScaleBackend) -> None:
+    model = client_for(scale_backend.base_url)
+    answers = [model.answer(png((i, 0, 0)), QUESTION) for i in range(5)]
+    model.close()
+    assert answers == ["yes"] * 5
+    assert scale_backend.requests == 5 and len(scale_backend.connections) == 1

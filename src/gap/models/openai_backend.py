@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -74,8 +76,8 @@ def _map_httpx_errors(url: str, timeout: float) -> Iterator[None]:
 class OpenAIModel:
     """A model served over the OpenAI chat-completions protocol; greedy (temperature 0).
 
-    ``timeout`` bounds each phase of the request (connect, write, and each wait for response bytes), as
-    httpx does; ``transport`` lets tests put an :class:`httpx.MockTransport` in place of the network.
+    ``timeout`` bounds the whole request, from connecting to the last byte of the reply; ``transport``
+    lets tests put an :class:`httpx.MockTransport` in place of the network.
     Call :meth:`load` at start-up to learn whether the server takes a system role before any player
     waits on it.
     """
@@ -97,6 +99,8 @@ class OpenAIModel:
         self.max_new_tokens = max_new_tokens
         self.transport = transport
         self._system_in_user = False
+        self._http: httpx.Client | None = None
+        self._lock = threading.Lock()
 
     @property
     def name(self) -> str:
@@ -156,13 +160,45 @@ class OpenAIModel:
             raise ModelError(f"{self.url} answered HTTP {response.status_code}: {_excerpt(response.text)}")
         return _parse_content(self.url, response)
 
+    def _client(self) -> httpx.Client:
+        """One pooled client (and SSL context) for every answer: building one cost more than the
+        rest of a question together."""
+        if self._http is None:
+            with self._lock:
+                if self._http is None:
+                    self._http = httpx.Client(
+                        timeout=self.timeout,
+                        transport=self.transport,
+                        limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+                    )
+        return self._http
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+
     def _post(self, body: dict[str, Any]) -> httpx.Response:
+        """POST ``body``; the whole exchange must end within ``timeout`` seconds, not each read.
+
+        httpx times each read alone, so a server trickling a byte a second never timed out; the body
+        is read chunk by chunk here against one deadline.
+        """
         headers = {"Authorization": f"Bearer {self.api_key}"}
+        deadline = time.monotonic() + self.timeout
         with (
             _map_httpx_errors(self.url, self.timeout),
-            httpx.Client(timeout=self.timeout, transport=self.transport) as client,
+            self._client().stream("POST", self.url, json=body, headers=headers) as response,
         ):
-            return client.post(self.url, json=body, headers=headers)
+            chunks: list[bytes] = []
+            for chunk in response.iter_bytes():
+                if time.monotonic() > deadline:
+                    raise ModelTimeout(f"no complete answer from {self.url} within {self.timeout:g} s")
+                chunks.append(chunk)
+            content_type = response.headers.get("content-type", "application/json")
+            return httpx.Response(
+                response.status_code, content=b"".join(chunks), headers={"content-type": content_type}
+            )
 
 
 def _parse_content(url: str, response: httpx.Response) -> str:

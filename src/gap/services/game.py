@@ -20,6 +20,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
+import anyio
+import anyio.to_thread
 from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -34,6 +36,7 @@ from gap.errors import (
     InputError,
     ModelError,
     ModelTimeout,
+    ModelUnavailable,
     NoImages,
     NotFound,
     RoundOver,
@@ -52,6 +55,7 @@ from gap.game import (
     turn_prompt,
 )
 from gap.models.base import ChatMessage, ImageInput, VisionChatModel
+from gap.models.gate import CircuitBreaker, ModelGate
 from gap.services.image_policy import UntaintedPicker
 from gap.services.round_images import round_image_url
 
@@ -82,6 +86,17 @@ class GameContext:
     rng: random.Random | None = None
     pick_untainted: UntaintedPicker | None = None
     """Fills a new session's untainted slots (`GAP_IMAGE_POLICY`); None: uniformly."""
+    gate: ModelGate | None = None
+    """How questions await the model (own threads, deadline, breaker); built from ``model`` if None."""
+
+    def __post_init__(self) -> None:
+        if self.gate is None:
+            self.gate = ModelGate(
+                self.model,
+                timeout=self.model_timeout,
+                max_concurrency=8,
+                breaker=CircuitBreaker(failures_to_open=5, reset_s=30.0),
+            )
 
     def random(self) -> random.Random:
         # Unpredictable draws in production; tests pass a seeded generator.
@@ -305,37 +320,65 @@ def _clean_question(question: str, limit: int) -> str:
 @dataclass(frozen=True)
 class _PendingQuestion:
     turn_id: str
+    round_id: str
+    asked_at: datetime
+    deadline: datetime
     image: ImageInput
     messages: list[ChatMessage]
     system: str | None
 
 
-def ask(ctx: GameContext, player_id: str, round_id: str, question: str) -> tuple[str, str]:
+async def ask(ctx: GameContext, player_id: str, round_id: str, question: str) -> tuple[str, str]:
     """Ask the model a question about the round's image. Returns (turn_id, answer).
 
     The turn is stored before the model is called (so a second question races into a unique
-    constraint, not into the model), the model runs outside any transaction, and a failed answer
-    removes the turn again so the player can simply retry.
+    constraint, not into the model), the model runs outside any transaction and off the shared
+    thread pool (:class:`ModelGate`), and a failed answer removes the turn again so the player can
+    simply retry. Either way the round's deadline moves by the time the model took (at most the
+    model time-out): the player's clock does not run while the server answers.
     """
     cleaned = _clean_question(question, ctx.max_question_chars)
-    pending = _open_turn(ctx, player_id, round_id, cleaned)
+    pending = await anyio.to_thread.run_sync(_open_turn, ctx, player_id, round_id, cleaned)
+    assert ctx.gate is not None
     try:
-        model = ctx.model()
-        answer = model.answer(pending.image, pending.messages, system=pending.system)
+        answer, model_name = await ctx.gate.answer(pending.image, pending.messages, pending.system)
     except Exception as exc:
-        with transaction(ctx.factory) as db:
-            db.execute(delete(Turn).where(Turn.id == pending.turn_id, Turn.answer.is_(None)))
+        await anyio.to_thread.run_sync(_drop_turn, ctx, pending)
         raise _player_facing(exc) from exc
+    if not await anyio.to_thread.run_sync(_store_answer, ctx, pending, answer, model_name):
+        # So late that the turn was given up as lost and the round moved on without it.
+        raise _player_facing(ModelTimeout(f"answer to turn {pending.turn_id} came after it was dropped"))
+    return pending.turn_id, answer
+
+
+def _give_back_time(db: Session, ctx: GameContext, pending: _PendingQuestion, now: datetime) -> None:
+    """Move the round's deadline by the model's answering time, capped at the model time-out."""
+    spent = min(max((now - pending.asked_at).total_seconds(), 0.0), ctx.model_timeout)
+    db.execute(
+        update(Round)
+        .where(Round.id == pending.round_id, Round.ended_at.is_(None))
+        .values(deadline=pending.deadline + timedelta(seconds=spent))
+    )
+
+
+def _drop_turn(ctx: GameContext, pending: _PendingQuestion) -> None:
+    with transaction(ctx.factory) as db:
+        db.execute(delete(Turn).where(Turn.id == pending.turn_id, Turn.answer.is_(None)))
+        _give_back_time(db, ctx, pending, ctx.clock())
+
+
+def _store_answer(ctx: GameContext, pending: _PendingQuestion, answer: str, model_name: str) -> bool:
+    now = ctx.clock()
     with transaction(ctx.factory) as db:
         stored = db.execute(
             update(Turn)
             .where(Turn.id == pending.turn_id, Turn.answer.is_(None))
-            .values(answer=answer, answered_at=ctx.clock(), model=model.name)
+            .values(answer=answer, answered_at=now, model=model_name)
         )
-    if not cast(CursorResult[Any], stored).rowcount:
-        # So late that the turn was given up as lost and the round moved on without it.
-        raise _player_facing(ModelTimeout(f"answer to turn {pending.turn_id} came after it was dropped"))
-    return pending.turn_id, answer
+        if not cast(CursorResult[Any], stored).rowcount:
+            return False
+        _give_back_time(db, ctx, pending, now)
+    return True
 
 
 def _player_facing(exc: Exception) -> Exception:
@@ -344,6 +387,8 @@ def _player_facing(exc: Exception) -> Exception:
     A backend's message can differ between instructed and plain answers (a template that refuses a
     system prompt, say), and it names internal URLs; the player sees neither. Details go to the log.
     """
+    if isinstance(exc, ModelUnavailable):
+        return exc  # says only that the model is resting, and when to come back
     if isinstance(exc, ModelTimeout):
         log.warning("model answer timed out: %s", exc)
         return ModelTimeout("the model took too long to answer; please ask again")
@@ -389,6 +434,7 @@ def _open_turn(ctx: GameContext, player_id: str, round_id: str, question: str) -
             history = [(earlier.question, earlier.answer or "") for earlier in turns]
             prompt = turn_prompt(history, question, instructed=instructed)
             turn_id = turn.id
+            deadline = rnd.deadline
     except IntegrityError as exc:
         raise AwaitingVerdict("another question on this round is still being answered") from exc
     try:
@@ -399,6 +445,9 @@ def _open_turn(ctx: GameContext, player_id: str, round_id: str, question: str) -
         raise NotFound("the image of this round is missing on the server") from exc
     return _PendingQuestion(
         turn_id=turn_id,
+        round_id=round_id,
+        asked_at=now,
+        deadline=deadline,
         image=ImageInput(data, image.mime_type),
         messages=prompt.messages,
         system=prompt.system,

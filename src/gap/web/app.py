@@ -19,6 +19,7 @@ from gap.db.engine import make_engine, make_sessionmaker
 from gap.db.migrate import is_current, upgrade
 from gap.game import GameRules
 from gap.models.base import VisionChatModel
+from gap.models.gate import CircuitBreaker, ModelGate
 from gap.services.game import Clock, GameContext, utcnow
 from gap.services.image_policy import untainted_picker
 from gap.web.errors import install_error_handlers
@@ -80,6 +81,14 @@ def create_app(
         clock=clock,
         rng=rng,
         pick_untainted=untainted_picker(settings),
+        gate=ModelGate(
+            get_model,
+            timeout=settings.model_timeout,
+            max_concurrency=settings.model_concurrency,
+            breaker=CircuitBreaker(
+                failures_to_open=settings.model_breaker_failures, reset_s=settings.model_breaker_reset
+            ),
+        ),
     )
 
     @asynccontextmanager

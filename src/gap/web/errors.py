@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -15,6 +16,7 @@ from gap.errors import (
     InputError,
     ModelError,
     ModelTimeout,
+    ModelUnavailable,
     NotFound,
 )
 
@@ -26,6 +28,7 @@ STATUS_BY_ERROR: list[tuple[type[GapError], int]] = [
     (Conflict, 409),
     (AuthError, 401),
     (ModelTimeout, 504),
+    (ModelUnavailable, 503),
     (ModelError, 502),
     (ConfigError, 500),
 ]
@@ -41,6 +44,8 @@ async def _handle_gap_error(_request: Request, exc: Exception) -> JSONResponse:
     if status >= 500:
         log.warning("request failed: %r", exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if isinstance(exc, ModelUnavailable):
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
     return JSONResponse({"detail": exc.message}, status_code=status, headers=headers)
 
 

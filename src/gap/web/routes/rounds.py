@@ -28,11 +28,16 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     "/rounds/{round_id}/questions",
     response_model=AnswerOut,
     status_code=status.HTTP_201_CREATED,
-    responses={**_ERRORS, 502: {"model": ErrorOut}, 504: {"model": ErrorOut}},
+    responses={
+        **_ERRORS,
+        502: {"model": ErrorOut, "description": "The model failed to answer."},
+        503: {"model": ErrorOut, "description": "The model is resting after failures: see Retry-After."},
+        504: {"model": ErrorOut, "description": "The model took longer than its time-out."},
+    },
 )
-def ask(round_id: str, body: QuestionIn, ctx: Context, player_id: PlayerId) -> AnswerOut:
+async def ask(round_id: str, body: QuestionIn, ctx: Context, player_id: PlayerId) -> AnswerOut:
     """Ask the model about the round's image; the previous answer must have a verdict."""
-    turn_id, answer = game.ask(ctx, player_id, round_id, body.question)
+    turn_id, answer = await game.ask(ctx, player_id, round_id, body.question)
     return AnswerOut(turn_id=turn_id, answer=answer)
 
 

@@ -1,0 +1,131 @@
+"""Model calls that cannot starve the server: their own bounded threads, a total deadline, a breaker.
+
+Web routes share one thread pool (40 threads); a hung backend used to hold every one of them, so
+``/api/me``, logins and pages waited behind questions. The game's questions await the model through
+a :class:`ModelGate` instead: each answer runs in a worker thread counted against the backend's own
+limit (``GAP_MODEL_CONCURRENCY``), never the shared one; the whole answer, queueing included, has
+one deadline (``GAP_MODEL_TIMEOUT``); and after ``GAP_MODEL_BREAKER_FAILURES`` failures in a row
+the circuit opens: questions get a 503 at once, with ``Retry-After``, until a probe succeeds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+import anyio
+import anyio.to_thread
+
+from gap.errors import ModelError, ModelTimeout, ModelUnavailable
+from gap.models.base import ChatMessage, ImageInput, VisionChatModel
+
+
+class CircuitState(Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@dataclass
+class CircuitBreaker:
+    """Closed; open after ``failures_to_open`` failures in a row; half-open after ``reset_s``.
+
+    Half-open lets one call through as a probe: its success closes the circuit, its failure opens it
+    again for another ``reset_s``. Used from the event loop only, so it needs no lock.
+    """
+
+    failures_to_open: int
+    reset_s: float
+    now: Callable[[], float] = time.monotonic
+    state: CircuitState = CircuitState.CLOSED
+    failures: int = 0
+    opened_at: float = 0.0
+    probing: bool = field(default=False, repr=False)
+
+    def before_call(self) -> None:
+        """Let the call through, or raise :class:`ModelUnavailable` at once."""
+        if self.state is CircuitState.OPEN:
+            waited = self.now() - self.opened_at
+            if waited < self.reset_s:
+                raise self._unavailable(self.reset_s - waited)
+            self.state = CircuitState.HALF_OPEN
+        if self.state is CircuitState.HALF_OPEN:
+            if self.probing:
+                raise self._unavailable(self.reset_s)
+            self.probing = True
+
+    def succeeded(self) -> None:
+        self.state, self.failures, self.probing = CircuitState.CLOSED, 0, False
+
+    def failed(self) -> None:
+        self.failures += 1
+        if self.state is CircuitState.HALF_OPEN or self.failures >= self.failures_to_open:
+            self.state, self.opened_at, self.probing = CircuitState.OPEN, self.now(), False
+
+    def released(self) -> None:
+        """A call let through ended without telling anything about the backend (e.g. cancelled)."""
+        self.probing = False
+
+    @staticmethod
+    def _unavailable(retry_after: float) -> ModelUnavailable:
+        return ModelUnavailable(
+            "the model is not answering right now; please try again shortly", retry_after=retry_after
+        )
+
+
+class ModelGate:
+    """Await a backend's answers off the shared thread pool, bounded, under one deadline each."""
+
+    def __init__(
+        self,
+        model: Callable[[], VisionChatModel],
+        *,
+        timeout: float,
+        max_concurrency: int,
+        breaker: CircuitBreaker,
+    ) -> None:
+        self.model = model
+        self.timeout = timeout
+        self.breaker = breaker
+        self.max_concurrency = max_concurrency
+        self._limiter: anyio.CapacityLimiter | None = None  # made on first use, inside the event loop
+        self.in_flight = 0
+
+    async def answer(
+        self, image: ImageInput, messages: list[ChatMessage], system: str | None
+    ) -> tuple[str, str]:
+        """(answer, model name); :class:`ModelTimeout` past the deadline, :class:`ModelError` else."""
+        self.breaker.before_call()
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self.max_concurrency)
+        started = False
+
+        def call() -> tuple[str, str]:
+            nonlocal started
+            started = True
+            model = self.model()
+            return model.answer(image, messages, system=system), model.name
+
+        self.in_flight += 1
+        try:
+            with anyio.fail_after(self.timeout):
+                result = await anyio.to_thread.run_sync(call, abandon_on_cancel=True, limiter=self._limiter)
+        except TimeoutError:
+            # A timeout spent queueing behind other questions says nothing about the backend.
+            if started:
+                self.breaker.failed()
+            else:
+                self.breaker.released()
+            raise ModelTimeout(f"no answer within {self.timeout:g} s") from None
+        except ModelError:
+            self.breaker.failed()
+            raise
+        except BaseException:
+            self.breaker.released()
+            raise
+        finally:
+            self.in_flight -= 1
+        self.breaker.succeeded()
+        return result
