@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -16,6 +18,8 @@ from gap.config import Settings, get_settings
 from gap.db.engine import make_engine, make_sessionmaker, transaction
 from gap.db.models import GameSession, Turn
 from gap.models.base import VisionChatModel
+from gap.quality import simulate
+from gap.services.rounds import turn_ids_of_round
 
 pytestmark = pytest.mark.db
 
@@ -40,7 +44,7 @@ def rounds_of(
 
 
 def test_a_new_round_reaches_new_sessions_and_spares_running_ones(
-    settings: Settings, make_client: Any, tiny_model: VisionChatModel
+    settings: Settings, make_client: Any, tiny_model: VisionChatModel, tmp_path: Path
 ) -> None:
     seed_images(settings)
     client = make_client(tiny_model, rng=random.Random(0))
@@ -99,6 +103,55 @@ def test_a_new_round_reaches_new_sessions_and_spares_running_ones(
     }
     missing = gap(settings, "rounds", "show", "3")
     assert missing.exit_code == 1 and "no round 3" in missing.output
+
+    # Every judged turn carries its round into the turns table; --round keeps one round's.
+    every = tmp_path / "turns.csv"
+    assert gap(settings, "turns", "export", str(every)).exit_code == 0
+    table = pd.read_csv(every)
+    assert sorted(table["collection_round"].fillna(0).astype(int)) == [0, 1, 1, 2]
+    one = tmp_path / "round1.parquet"
+    exported = gap(settings, "turns", "export", str(one), "--round", "1")
+    assert exported.exit_code == 0 and "wrote 2 turn(s)" in exported.output
+    assert pd.read_parquet(one)["collection_round"].tolist() == [1, 1]
+    assert turn_ids_of_round(make_sessionmaker(make_engine(settings.resolved_database_url)), 2) == {
+        str(t) for t in table.loc[table["collection_round"] == 2, "turn_id"]
+    }
+    refused = gap(
+        settings,
+        "data",
+        "export",
+        "-f",
+        "llava",
+        "-o",
+        str(tmp_path / "x"),
+        "--records",
+        str(one),
+        "--round",
+        "1",
+    )
+    assert refused.exit_code == 1 and "--round selects turns in the database" in refused.output
+
+
+def test_quality_fit_takes_one_rounds_turns(tmp_path: Path) -> None:
+    sim = simulate(n_players=30, n_images=20, n_sessions=120, random_state=1)
+    turns = sim.turns.assign(collection_round=[1 + (i % 2) for i in range(len(sim.turns))])
+    path = tmp_path / "turns.parquet"
+    turns.to_parquet(path)
+    get_settings.cache_clear()
+    env = {"GAP_DATA_DIR": str(tmp_path / "data")}
+    result = CliRunner().invoke(
+        app, ["quality", "fit", str(path), "--out", str(tmp_path / "fit"), "--round", "2"], env=env
+    )
+    assert result.exit_code == 0, result.output
+    fitted = pd.read_parquet(tmp_path / "fit" / "turns.parquet")
+    assert len(fitted) == (turns["collection_round"] == 2).sum()
+    assert set(fitted["turn_id"]) == set(turns.loc[turns["collection_round"] == 2, "turn_id"])
+    bare = tmp_path / "bare.parquet"
+    sim.turns.to_parquet(bare)
+    refused = CliRunner().invoke(
+        app, ["quality", "fit", str(bare), "--out", str(tmp_path / "fit2"), "--round", "1"], env=env
+    )
+    assert refused.exit_code == 1 and "no collection_round column" in refused.output
 
 
 def test_a_round_needs_a_model(settings: Settings) -> None:

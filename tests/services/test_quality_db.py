@@ -155,6 +155,7 @@ def test_export_turns(db_factory: sessionmaker[Session], seeded: Seeded) -> None
         "round_index",
         "question_index",
         "question",
+        "collection_round",
     ]
     validate_turns(turns)
     first = turns.iloc[:4]

@@ -122,20 +122,29 @@ def references(
         raise GapError(f"{report.failed} question(s) still have no reference answer; run again to retry them")
 
 
-def _records_from_db(theta: float | None) -> tuple[list[Record], dict[str, object]]:
+def _records_from_db(theta: float | None, round_: int | None) -> tuple[list[Record], dict[str, object]]:
     from gap.services.data import build_records, kept_turns
+    from gap.services.rounds import turn_ids_of_round
 
     current = settings()
     value = current.theta if theta is None else theta
     factory = database(current)
     kept = kept_turns(factory, current, theta=value)
+    if round_ is not None:  # the fit uses every round's turns; the export keeps this round's
+        in_round = turn_ids_of_round(factory, round_)
+        kept = {turn_id: p for turn_id, p in kept.items() if turn_id in in_round}
     records, missing = build_records(factory, kept, theta=value, images_dir=current.images_dir)
     if missing:
         console.print(
             f"[yellow]{len(missing)} kept turn(s) have no reference answer yet and are left out; "
             "run `gap data references`[/yellow]"
         )
-    return records, {"source": "database", "theta": value, "missing_references": len(missing)}
+    return records, {
+        "source": "database",
+        "theta": value,
+        "round": round_,
+        "missing_references": len(missing),
+    }
 
 
 @app.command("export")
@@ -171,8 +180,17 @@ def export(
         str | None,
         typer.Option("--push-to-hub", help="Also upload an hf export to this Hub repo (owner/name)."),
     ] = None,
+    round_: Annotated[
+        int | None,
+        typer.Option(
+            "--round",
+            help="Only kept turns of this round of collection (`gap rounds`); the fit still uses all.",
+        ),
+    ] = None,
 ) -> None:
     """Write the kept rounds (or imported records) as a fine-tuning set, with images and a manifest."""
+    if round_ is not None and records is not None:
+        raise InputError("--round selects turns in the database; it does not apply to --records")
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     if push and fmt != "hf":
@@ -184,7 +202,7 @@ def export(
             items = [r for r in items if r.provenance.posterior is None or r.provenance.posterior >= theta]
         provenance: dict[str, object] = {"source": f"records:{records}", "theta": theta}
     else:
-        items, provenance = _records_from_db(theta)
+        items, provenance = _records_from_db(theta, round_)
     before = len(items)
     if dedup:
         items = merge_near_duplicates(items, threshold=dedup_threshold)

@@ -102,6 +102,13 @@ def fit(
         str,
         typer.Option(help="Fatigue counts images already played (images) or questions asked (questions)."),
     ] = "images",
+    round_: Annotated[
+        int | None,
+        typer.Option(
+            "--round",
+            help="Fit only the turns of this round of collection (column collection_round); default: all.",
+        ),
+    ] = None,
 ) -> None:
     """Fit reliability, filter at theta, price untainted verdicts and fit the player model.
 
@@ -111,12 +118,15 @@ def fit(
     from gap.quality import PlayerModel
     from gap.quality._pipeline import fit_quality, output_format, read_turns
     from gap.services.quality import reliability_estimator
+    from gap.services.rounds import turns_of_round
 
     current = settings()
     chosen = _check_theta(current.theta if theta is None else theta)
     fmt = output_format(turns)
     with _stage(f"reading {turns}"):
         table = read_turns(turns)
+    if round_ is not None:
+        table = turns_of_round(table, round_)
     overrides = {"epsilon": epsilon, "delta": delta, "prior": prior, "pi_by": pi_by, "group_questions": group}
     estimator = reliability_estimator(current).set_params(
         **{name: value for name, value in overrides.items() if value is not None}

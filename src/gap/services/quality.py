@@ -41,17 +41,19 @@ TURN_COLUMNS = (
     "round_index",
     "question_index",
     "question",
+    "collection_round",
 )
 _TOLERANCE = 1e-9
 SETTLE_LOCK_KEY = 0x6761_7073  # "gaps": the advisory lock every settlement takes on PostgreSQL
 
 
-def export_turns(factory: sessionmaker[Session]) -> pd.DataFrame:
+def export_turns(factory: sessionmaker[Session], *, collection_round: int | None = None) -> pd.DataFrame:
     """Every judged turn as a turns table (``gap.quality``'s input), oldest session first.
 
     ``pool`` is the round's pool, ``round_index`` the image's 1-based place in the session,
-    ``question_index`` the turn's 1-based place in the round. Turns still awaiting a verdict are left
-    out.
+    ``question_index`` the turn's 1-based place in the round, ``collection_round`` the round of
+    collection (`gap rounds`; empty before any). Turns still awaiting a verdict are left out;
+    ``collection_round`` keeps only that round's.
     """
     stmt = (
         select(
@@ -66,12 +68,15 @@ def export_turns(factory: sessionmaker[Session]) -> pd.DataFrame:
             Round.index,
             Turn.index,
             Turn.question,
+            Turn.collection_round,
         )
         .join(Round, Turn.round_id == Round.id)
         .join(GameSession, Round.session_id == GameSession.id)
         .where(Turn.verdict.is_not(None))
         .order_by(GameSession.created_at, GameSession.id, Round.index, Turn.index)
     )
+    if collection_round is not None:
+        stmt = stmt.where(Turn.collection_round == collection_round)
     with reading(factory) as db:
         rows = db.execute(stmt).all()
     frame = pd.DataFrame([tuple(r) for r in rows], columns=list(TURN_COLUMNS))
@@ -88,6 +93,7 @@ def export_turns(factory: sessionmaker[Session]) -> pd.DataFrame:
             "round_index": np.int64,
             "question_index": np.int64,
             "question": str,
+            "collection_round": "Int64",
         }
     )
 

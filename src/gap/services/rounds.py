@@ -12,9 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+import pandas as pd
 from sqlalchemy import case, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
+from gap.db.engine import reading
 from gap.db.models import CollectionRound, GameSession, Round, Turn
 from gap.errors import InputError
 from gap.game import Pool
@@ -79,3 +81,18 @@ def round_stats(db: Session) -> list[RoundStats]:
         )
         for row in db.scalars(select(CollectionRound).order_by(CollectionRound.id))
     ]
+
+
+def turn_ids_of_round(factory: sessionmaker[Session], number: int) -> set[str]:
+    """The ids of the turns collected in round ``number``."""
+    with reading(factory) as db:
+        return set(db.scalars(select(Turn.id).where(Turn.collection_round == number)))
+
+
+def turns_of_round(table: pd.DataFrame, number: int) -> pd.DataFrame:
+    """The rows of a turns table collected in round ``number`` (its ``collection_round`` column)."""
+    if "collection_round" not in table.columns:
+        raise InputError(
+            "this turns table has no collection_round column; export it again with `gap turns export`"
+        )
+    return table[pd.to_numeric(table["collection_round"], errors="coerce") == number].reset_index(drop=True)
