@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +45,13 @@ def rounds_of(
 
 
 def test_a_new_round_reaches_new_sessions_and_spares_running_ones(
-    settings: Settings, make_client: Any, tiny_model: VisionChatModel, tmp_path: Path
+    settings: Settings, make_client: Any, tiny_model: VisionChatModel, tiny_vlm_dir: Path, tmp_path: Path
 ) -> None:
+    v0, v1 = tmp_path / "v0", tmp_path / "v1"
+    shutil.copytree(tiny_vlm_dir, v0)
+    shutil.copytree(tiny_vlm_dir, v1)
     seed_images(settings)
-    client = make_client(tiny_model, rng=random.Random(0))
+    client = make_client(tiny_model, rng=random.Random(0), max_new_tokens=6)
 
     def play(name: str) -> tuple[dict[str, str], str, str]:
         auth = login(client, name)
@@ -67,13 +71,13 @@ def test_a_new_round_reaches_new_sessions_and_spares_running_ones(
     before_auth, before, before_round = play("Before")
     assert rounds_of(settings, before, ask(before_auth, before_round)) == (None, None)
 
-    first = gap(settings, "rounds", "start", "--model", "transformers:models/v0", "--note", "base")
-    assert first.exit_code == 0 and "round 1 started: transformers:models/v0" in first.output
+    first = gap(settings, "rounds", "start", "--model", f"transformers:{v0}", "--note", "base")
+    assert first.exit_code == 0 and f"round 1 started: transformers:{v0}" in first.output
     ada_auth, ada, ada_round = play("Ada")
     assert rounds_of(settings, ada, ask(ada_auth, ada_round)) == (1, 1)
 
-    second = gap(settings, "rounds", "start", "--model", "transformers:models/v0", "--adapter", "runs/r1")
-    assert second.exit_code == 0 and "round 2 started: transformers:models/v0 + runs/r1" in second.output
+    second = gap(settings, "rounds", "start", "--model", f"transformers:{v1}")
+    assert second.exit_code == 0 and f"round 2 started: transformers:{v1}" in second.output
     # Ada's session started in round 1: it stays there, and so do its new turns.
     assert rounds_of(settings, ada, ask(ada_auth, ada_round)) == (1, 1)
     bob_auth, bob, bob_round = play("Bob")
@@ -84,14 +88,14 @@ def test_a_new_round_reaches_new_sessions_and_spares_running_ones(
     rows = json.loads(listed.stdout)
     assert [(r["number"], r["adapter"], r["sessions"], r["judged"]) for r in rows] == [
         (1, None, 1, 2),
-        (2, "runs/r1", 1, 1),
+        (2, None, 1, 1),
     ]
     table = gap(settings, "rounds", "list")
-    assert "2 round(s); current: 2" in table.output and "runs/r1" in table.output
+    assert "2 round(s); current: 2" in table.output
     shown = gap(settings, "rounds", "show", "1", "--json")
     assert shown.exit_code == 0 and json.loads(shown.stdout) | {"started_at": ""} == {
         "number": 1,
-        "model": "transformers:models/v0",
+        "model": f"transformers:{v0}",
         "adapter": None,
         "note": "base",
         "started_at": "",
@@ -154,6 +158,65 @@ def test_quality_fit_takes_one_rounds_turns(tmp_path: Path) -> None:
     assert refused.exit_code == 1 and "no collection_round column" in refused.output
 
 
+def test_a_round_names_its_adapter(settings: Settings) -> None:
+    started = gap(settings, "rounds", "start", "--model", "transformers:base", "--adapter", "runs/r1")
+    assert started.exit_code == 0 and "round 1 started: transformers:base + runs/r1" in started.output
+    listed = gap(settings, "rounds", "list", "--json")
+    assert [(r["model"], r["adapter"], r["sessions"]) for r in json.loads(listed.stdout)] == [
+        ("transformers:base", "runs/r1", 0)
+    ]
+
+
 def test_a_round_needs_a_model(settings: Settings) -> None:
     result = gap(settings, "rounds", "start", "--model", "  ")
     assert result.exit_code == 1 and "needs a model spec" in result.output
+
+
+def test_both_replicas_switch_to_the_new_rounds_model_and_running_sessions_keep_theirs(
+    settings: Settings, make_client: Any, tiny_model: VisionChatModel, tiny_vlm_dir: Path, tmp_path: Path
+) -> None:
+    """Two apps on one database (replicas): a round's model answers its sessions on either replica."""
+    v0, v1 = tmp_path / "v0", tmp_path / "v1"
+    shutil.copytree(tiny_vlm_dir, v0)
+    shutil.copytree(tiny_vlm_dir, v1)
+    seed_images(settings)
+    replicas = [make_client(tiny_model, rng=random.Random(i), max_new_tokens=6) for i in range(2)]
+
+    def start(replica: int, name: str) -> tuple[int, dict[str, str], str]:
+        auth = login(replicas[replica], name)
+        return (
+            replica,
+            auth,
+            replicas[replica].post("/api/sessions", headers=auth).json()["round"]["round_id"],
+        )
+
+    def answered_by(player: tuple[int, dict[str, str], str]) -> str | None:
+        replica, auth, round_id = player
+        client = replicas[replica]
+        asked = client.post(
+            f"/api/rounds/{round_id}/questions", headers=auth, json={"question": "What is it?"}
+        )
+        assert asked.status_code == 201, asked.text
+        turn_id = asked.json()["turn_id"]
+        assert (
+            client.post(
+                f"/api/turns/{turn_id}/verdict", headers=auth, json={"verdict": "correct"}
+            ).status_code
+            == 200
+        )
+        engine = make_engine(settings.resolved_database_url)
+        with transaction(make_sessionmaker(engine)) as db:
+            turn = db.get(Turn, turn_id)
+            assert turn is not None
+            model = turn.model
+        engine.dispose()
+        return model
+
+    assert answered_by(start(0, "Zed")) == tiny_model.name  # no round yet: the replica's own model
+    assert gap(settings, "rounds", "start", "--model", f"transformers:{v0}").exit_code == 0
+    ada = start(0, "Ada")
+    assert answered_by(ada) == f"transformers:{v0}"
+    assert gap(settings, "rounds", "start", "--model", f"transformers:{v1}").exit_code == 0
+    assert answered_by(start(1, "Bob")) == f"transformers:{v1}"
+    assert answered_by(start(0, "Cy")) == f"transformers:{v1}"
+    assert answered_by(ada) == f"transformers:{v0}"  # started in round 1, finishes on its model

@@ -94,9 +94,16 @@ class ModelGate:
         self.in_flight = 0
 
     async def answer(
-        self, image: ImageInput, messages: list[ChatMessage], system: str | None
+        self,
+        image: ImageInput,
+        messages: list[ChatMessage],
+        system: str | None,
+        model: Callable[[], VisionChatModel] | None = None,
     ) -> tuple[str, str]:
-        """(answer, model name); :class:`ModelTimeout` past the deadline, :class:`ModelError` else."""
+        """(answer, model name); :class:`ModelTimeout` past the deadline, :class:`ModelError` else.
+
+        ``model`` answers instead of the gate's own (a session's round of collection has its model).
+        """
         self.breaker.before_call()
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.max_concurrency)
@@ -105,8 +112,8 @@ class ModelGate:
         def call() -> tuple[str, str]:
             nonlocal started
             started = True
-            model = self.model()
-            return model.answer(image, messages, system=system), model.name
+            chosen = (model or self.model)()
+            return chosen.answer(image, messages, system=system), chosen.name
 
         self.in_flight += 1
         try:

@@ -12,6 +12,7 @@ at once, so nothing a player sees while or right after playing depends on an ima
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 from collections.abc import Callable
@@ -58,6 +59,7 @@ from gap.models.base import ChatMessage, ImageInput, VisionChatModel
 from gap.models.gate import CircuitBreaker, ModelGate
 from gap.services.image_policy import UntaintedPicker
 from gap.services.round_images import round_image_url
+from gap.services.rounds import RoundModels
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,8 @@ class GameContext:
     rng: random.Random | None = None
     pick_untainted: UntaintedPicker | None = None
     """Fills a new session's untainted slots (`GAP_IMAGE_POLICY`); None: uniformly."""
+    round_models: RoundModels | None = None
+    """The models of rounds of collection (`gap rounds`), by spec and adapter; None: ``model`` only."""
     gate: ModelGate | None = None
     """How questions await the model (own threads, deadline, breaker); built from ``model`` if None."""
 
@@ -326,6 +330,8 @@ class _PendingQuestion:
     image: ImageInput
     messages: list[ChatMessage]
     system: str | None
+    round_model: tuple[str, str | None] | None
+    """(spec, adapter) of the session's round of collection; None: the context's own model."""
 
 
 async def ask(ctx: GameContext, player_id: str, round_id: str, question: str) -> tuple[str, str]:
@@ -341,7 +347,9 @@ async def ask(ctx: GameContext, player_id: str, round_id: str, question: str) ->
     pending = await anyio.to_thread.run_sync(_open_turn, ctx, player_id, round_id, cleaned)
     assert ctx.gate is not None
     try:
-        answer, model_name = await ctx.gate.answer(pending.image, pending.messages, pending.system)
+        answer, model_name = await ctx.gate.answer(
+            pending.image, pending.messages, pending.system, _round_model(ctx, pending)
+        )
     except Exception as exc:
         await anyio.to_thread.run_sync(_drop_turn, ctx, pending)
         raise _player_facing(exc) from exc
@@ -349,6 +357,13 @@ async def ask(ctx: GameContext, player_id: str, round_id: str, question: str) ->
         # So late that the turn was given up as lost and the round moved on without it.
         raise _player_facing(ModelTimeout(f"answer to turn {pending.turn_id} came after it was dropped"))
     return pending.turn_id, answer
+
+
+def _round_model(ctx: GameContext, pending: _PendingQuestion) -> Callable[[], VisionChatModel] | None:
+    """The session's round model, loaded (once per process) in the gate's thread, not the event loop."""
+    if pending.round_model is None or ctx.round_models is None:
+        return None
+    return functools.partial(ctx.round_models.get, *pending.round_model)
 
 
 def _give_back_time(db: Session, ctx: GameContext, pending: _PendingQuestion, now: datetime) -> None:
@@ -435,6 +450,8 @@ def _open_turn(ctx: GameContext, player_id: str, round_id: str, question: str) -
             prompt = turn_prompt(history, question, instructed=instructed)
             turn_id = turn.id
             deadline = rnd.deadline
+            campaign = db.get(CollectionRound, turn.collection_round) if turn.collection_round else None
+            round_model = (campaign.model, campaign.adapter) if campaign is not None else None
     except IntegrityError as exc:
         raise AwaitingVerdict("another question on this round is still being answered") from exc
     try:
@@ -451,6 +468,7 @@ def _open_turn(ctx: GameContext, player_id: str, round_id: str, question: str) -
         image=ImageInput(data, image.mime_type),
         messages=prompt.messages,
         system=prompt.system,
+        round_model=round_model,
     )
 
 

@@ -9,6 +9,8 @@ session's round, so anything exported can be told apart by round.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -16,10 +18,12 @@ import pandas as pd
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from gap.config import Settings
 from gap.db.engine import reading
 from gap.db.models import CollectionRound, GameSession, Round, Turn
 from gap.errors import InputError
 from gap.game import Pool
+from gap.models.base import VisionChatModel
 
 
 def start_round(
@@ -96,3 +100,44 @@ def turns_of_round(table: pd.DataFrame, number: int) -> pd.DataFrame:
             "this turns table has no collection_round column; export it again with `gap turns export`"
         )
     return table[pd.to_numeric(table["collection_round"], errors="coerce") == number].reset_index(drop=True)
+
+
+class RoundModels:
+    """Loaded models by (spec, adapter), each loaded once per process on first use. A model still
+    answering sessions of an older round stays loaded beside the new round's; loading one never
+    blocks answers from the others."""
+
+    def __init__(self, load: Callable[[str, str | None], VisionChatModel]) -> None:
+        self._load = load
+        self._lock = threading.Lock()
+        self._locks: dict[tuple[str, str | None], threading.Lock] = {}
+        self._models: dict[tuple[str, str | None], VisionChatModel] = {}
+
+    def get(self, spec: str, adapter: str | None) -> VisionChatModel:
+        key = (spec, adapter)
+        loaded = self._models.get(key)
+        if loaded is not None:
+            return loaded
+        with self._lock:
+            key_lock = self._locks.setdefault(key, threading.Lock())
+        with key_lock:
+            if key not in self._models:
+                self._models[key] = self._load(spec, adapter)
+            return self._models[key]
+
+
+def round_model_loader(
+    settings: Settings, configured: Callable[[], VisionChatModel] | None
+) -> Callable[[str, str | None], VisionChatModel]:
+    """How a replica loads a round's model: with its own settings (timeouts, server URL) and the
+    round's adapter. ``configured`` is the replica's own ``GAP_MODEL`` model, reused when a round
+    names the same spec and adapter (None when the app was given another model)."""
+
+    def load(spec: str, adapter: str | None) -> VisionChatModel:
+        if configured is not None and (spec, adapter) == (settings.model, settings.model_adapter):
+            return configured()
+        from gap.models.factory import load_ready_model
+
+        return load_ready_model(spec, settings.model_copy(update={"model_adapter": adapter}))
+
+    return load

@@ -22,6 +22,7 @@ from gap.models.base import VisionChatModel
 from gap.models.gate import CircuitBreaker, ModelGate
 from gap.services.game import Clock, GameContext, utcnow
 from gap.services.image_policy import untainted_picker
+from gap.services.rounds import RoundModels, round_model_loader
 from gap.web.errors import install_error_handlers
 from gap.web.middleware import EdgeGuard
 from gap.web.routes import admin, api_docs, auth, images, leaderboard, me, pages, ranks, rounds, sessions
@@ -81,6 +82,7 @@ def create_app(
         clock=clock,
         rng=rng,
         pick_untainted=untainted_picker(settings),
+        round_models=RoundModels(round_model_loader(settings, get_model if model is None else None)),
         gate=ModelGate(
             get_model,
             timeout=settings.model_timeout,
