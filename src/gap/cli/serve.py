@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -27,18 +28,31 @@ def serve(
         Path | None,
         typer.Option(help="A LoRA adapter folder from `gap train`, served on the model (GAP_MODEL_ADAPTER)."),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Server processes sharing the port, each with its own model. With more than one (and on "
+            "PostgreSQL) the schema must be current: run `gap db upgrade` first.",
+        ),
+    ] = 1,
 ) -> None:
-    """Run the game at http://HOST:PORT (the database is upgraded first when needed)."""
+    """Run the game at http://HOST:PORT (on SQLite with one process, the database is upgraded first)."""
     import uvicorn
 
     from gap.services.game import utcnow
     from gap.services.worker import start_thread, worker_config
-    from gap.web.app import create_app
+    from gap.web.app import create_app, require_current_schema
 
     current = settings()
     if adapter is not None:
         current = current.model_copy(update={"model_adapter": str(adapter)})
-    app = create_app(current, model=ready_model(current))
+        os.environ["GAP_MODEL_ADAPTER"] = str(adapter)  # the worker processes read their settings anew
+    app = None
+    if workers == 1:
+        app = create_app(current, model=ready_model(current))
+    else:
+        require_current_schema(current.resolved_database_url)
     console.print(f"GAP is serving at http://{host}:{port}/  (API docs at /docs, model {current.model})")
     if current.model_adapter:
         console.print(f"with the adapter {current.model_adapter}")
@@ -49,7 +63,18 @@ def serve(
         )
         console.print(f"background worker: a pass every {current.worker_interval:g} s")
     try:
-        uvicorn.run(app, host=host, port=port, log_level=current.log_level.lower())
+        if app is None:
+            console.print(f"{workers} server processes")
+            uvicorn.run(
+                "gap.web.app:replica_app",
+                factory=True,
+                workers=workers,
+                host=host,
+                port=port,
+                log_level=current.log_level.lower(),
+            )
+        else:
+            uvicorn.run(app, host=host, port=port, log_level=current.log_level.lower())
     finally:
         if stop is not None:
             stop.set()

@@ -85,8 +85,11 @@ class ModelGate:
         timeout: float,
         max_concurrency: int,
         breaker: CircuitBreaker,
+        on_answer: Callable[[float, str | None], None] | None = None,
     ) -> None:
         self.model = model
+        self.on_answer = on_answer
+        """Told each answer's seconds and its failure kind (None on success), e.g. for metrics."""
         self.timeout = timeout
         self.breaker = breaker
         self.max_concurrency = max_concurrency
@@ -104,7 +107,12 @@ class ModelGate:
 
         ``model`` answers instead of the gate's own (a session's round of collection has its model).
         """
-        self.breaker.before_call()
+        try:
+            self.breaker.before_call()
+        except ModelUnavailable:
+            if self.on_answer is not None:
+                self.on_answer(0.0, "circuit_open")
+            raise
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.max_concurrency)
         started = False
@@ -116,23 +124,30 @@ class ModelGate:
             return chosen.answer(image, messages, system=system), chosen.name
 
         self.in_flight += 1
+        began = time.perf_counter()
+        error: str | None = None
         try:
             with anyio.fail_after(self.timeout):
                 result = await anyio.to_thread.run_sync(call, abandon_on_cancel=True, limiter=self._limiter)
         except TimeoutError:
             # A timeout spent queueing behind other questions says nothing about the backend.
+            error = "timeout"
             if started:
                 self.breaker.failed()
             else:
                 self.breaker.released()
             raise ModelTimeout(f"no answer within {self.timeout:g} s") from None
         except ModelError:
+            error = "error"
             self.breaker.failed()
             raise
         except BaseException:
+            error = "other"
             self.breaker.released()
             raise
         finally:
             self.in_flight -= 1
+            if self.on_answer is not None and started:
+                self.on_answer(time.perf_counter() - began, error)
         self.breaker.succeeded()
         return result

@@ -173,6 +173,11 @@ class OpenAIModel:
                     )
         return self._http
 
+    def ping(self) -> None:
+        """Raise :class:`ModelError` unless the server answers HTTP at all (for readiness probes)."""
+        with _map_httpx_errors(self.base_url, 5.0):
+            self._client().get(self.base_url.rstrip("/") + "/models", timeout=min(self.timeout, 5.0))
+
     def close(self) -> None:
         if self._http is not None:
             self._http.close()

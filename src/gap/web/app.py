@@ -17,6 +17,7 @@ from gap import __version__
 from gap.config import Settings
 from gap.db.engine import make_engine, make_sessionmaker
 from gap.db.migrate import is_current, upgrade
+from gap.errors import ConfigError
 from gap.game import GameRules
 from gap.models.base import VisionChatModel
 from gap.models.gate import CircuitBreaker, ModelGate
@@ -24,8 +25,21 @@ from gap.services.game import Clock, GameContext, utcnow
 from gap.services.image_policy import untainted_picker
 from gap.services.rounds import RoundModels, round_model_loader
 from gap.web.errors import install_error_handlers
+from gap.web.metrics import Metrics, RequestMetrics
 from gap.web.middleware import EdgeGuard
-from gap.web.routes import admin, api_docs, auth, images, leaderboard, me, pages, ranks, rounds, sessions
+from gap.web.routes import (
+    admin,
+    api_docs,
+    auth,
+    health,
+    images,
+    leaderboard,
+    me,
+    pages,
+    ranks,
+    rounds,
+    sessions,
+)
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
@@ -52,10 +66,20 @@ def create_app(
     model: VisionChatModel | Callable[[], VisionChatModel] | None = None,
     clock: Clock = utcnow,
     rng: random.Random | None = None,
+    upgrade_schema: bool | None = None,
 ) -> FastAPI:
-    """The GAP web app. ``model`` defaults to the one named by ``settings.model``, loaded lazily."""
+    """The GAP web app. ``model`` defaults to the one named by ``settings.model``, loaded lazily.
+
+    An old database schema is upgraded here only where one process owns the database: SQLite, unless
+    ``upgrade_schema`` says otherwise. Replicas (PostgreSQL, ``gap serve --workers N``) refuse to
+    start on it instead of racing each other to migrate: ``gap db upgrade`` is the release step.
+    """
     engine = make_engine(settings.resolved_database_url)
-    if not is_current(engine):
+    if upgrade_schema is None:
+        upgrade_schema = engine.dialect.name == "sqlite"
+    if not upgrade_schema:
+        require_current_schema(settings.resolved_database_url)
+    elif not is_current(engine):
         log.info("upgrading the database schema")
         upgrade(settings.resolved_database_url)
     if model is None:
@@ -68,6 +92,7 @@ def create_app(
     else:
         get_model = lazy_model(model)
 
+    metrics = Metrics()
     context = GameContext(
         factory=make_sessionmaker(engine),
         rules=GameRules(
@@ -90,6 +115,7 @@ def create_app(
             breaker=CircuitBreaker(
                 failures_to_open=settings.model_breaker_failures, reset_s=settings.model_breaker_reset
             ),
+            on_answer=metrics.model_answered,
         ),
     )
 
@@ -108,12 +134,37 @@ def create_app(
     )
     app.state.settings = settings
     app.state.context = context
+    app.state.metrics = metrics
     app.state.templates = Jinja2Templates(directory=HERE / "templates")
     install_error_handlers(app)
     app.add_middleware(
         EdgeGuard, max_body_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes
     )
-    for module in (auth, me, ranks, sessions, rounds, leaderboard, images, pages, admin, api_docs):
+    app.add_middleware(RequestMetrics, metrics=metrics)
+    for module in (auth, me, ranks, sessions, rounds, leaderboard, images, pages, admin, api_docs, health):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     return app
+
+
+def require_current_schema(database_url: str) -> None:
+    """Refuse (:class:`ConfigError`) a database whose schema this release would have to upgrade."""
+    engine = make_engine(database_url)
+    try:
+        if not is_current(engine):
+            raise ConfigError(
+                "the database schema is older than this release: run `gap db upgrade` once (the release "
+                "step), then start the servers"
+            )
+    finally:
+        engine.dispose()
+
+
+def replica_app() -> FastAPI:
+    """The app of one ``gap serve --workers N`` worker process: settings from the environment, the
+    model loaded and probed before serving, and never a schema upgrade (see :func:`create_app`)."""
+    from gap.config import get_settings
+    from gap.models.factory import load_ready_model
+
+    settings = get_settings()
+    return create_app(settings, model=load_ready_model(settings.model, settings), upgrade_schema=False)
