@@ -105,6 +105,12 @@ def test_a_new_round_reaches_new_sessions_and_spares_running_ones(
         "untainted_wrong": 0,
         "current": False,
     }
+    fooled = gap(settings, "rounds", "list", "--fooled", "--json")
+    assert fooled.exit_code == 0, fooled.output
+    for row in json.loads(fooled.stdout):  # one fit over all turns; the rate counts untainted questions
+        assert (row["fooled"] is None) == (row["untainted_judged"] == 0)
+        assert row["fooled"] is None or row["fooled"]["questions"] == row["untainted_judged"]
+    assert gap(settings, "rounds", "list", "--fooled").exit_code == 0
     missing = gap(settings, "rounds", "show", "3")
     assert missing.exit_code == 1 and "no round 3" in missing.output
 

@@ -11,21 +11,53 @@ from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from sqlalchemy.orm import Session, sessionmaker
 
 from gap.cli._common import console, database, handle_errors, settings
+from gap.config import Settings
 from gap.db.engine import transaction
 from gap.errors import NotFound
 from gap.services.game import utcnow
-from gap.services.rounds import RoundStats, round_stats, start_round
+from gap.services.rounds import FooledRate, RoundStats, fooled_rates, round_stats, start_round
 
 app = typer.Typer(help="Rounds of collection: the model in the loop, round by round.", no_args_is_help=True)
 stdout = Console(soft_wrap=False)
 
 
-def _row(stats: RoundStats) -> dict[str, Any]:
+FooledOption = Annotated[
+    bool,
+    typer.Option(
+        "--fooled",
+        help="Also fit the reliability model (GAP_QUALITY_*, all rounds' turns) and show each round's "
+        "model-fooled rate: kept untainted Wrongs per untainted question, with a 95% interval.",
+    ),
+]
+
+
+def _row(stats: RoundStats, fooled: dict[int, FooledRate] | None) -> dict[str, Any]:
     row = asdict(stats)
     row["started_at"] = stats.started_at.isoformat()
+    if fooled is not None:
+        rate = fooled.get(stats.number)
+        row["fooled"] = None if rate is None else {k: v for k, v in asdict(rate).items() if k != "number"}
     return row
+
+
+def _fooled(factory: sessionmaker[Session], current: Settings, wanted: bool) -> dict[int, FooledRate] | None:
+    if not wanted:
+        return None
+    from gap.services.admin import fit_quietly
+
+    with console.status("fitting the reliability model on every judged turn"):
+        fit = fit_quietly(factory, current)
+    return {} if fit is None else fooled_rates(fit.turns, fit.p_wrong, current.theta)
+
+
+def _fooled_text(row: dict[str, Any]) -> str:
+    rate = row.get("fooled")
+    if not rate:
+        return "-"
+    return f"{rate['rate']:.1%} [{rate['low']:.1%}, {rate['high']:.1%}] ({rate['kept']}/{rate['questions']})"
 
 
 @app.command("start")
@@ -53,19 +85,23 @@ def start(
 @handle_errors
 def list_(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array instead.")] = False,
+    fooled: FooledOption = False,
 ) -> None:
     """Every round with its model and what was collected in it."""
-    factory = database(settings(), expect_data=False)
+    current = settings()
+    factory = database(current, expect_data=False)
     with transaction(factory) as db:
         rows = round_stats(db)
+    rates = _fooled(factory, current, fooled)
     if as_json:
-        typer.echo(json.dumps([_row(r) for r in rows], indent=2))
+        typer.echo(json.dumps([_row(r, rates) for r in rows], indent=2))
         return
     table = Table(box=box.SIMPLE)
-    for name in ("round", "model", "adapter", "started", "sessions", "judged", "untainted wrong"):
+    names = ["round", "model", "adapter", "started", "sessions", "judged", "untainted wrong"]
+    for name in names + (["model fooled (95% CI)"] if fooled else []):
         table.add_column(name, overflow="fold")
     for r in rows:
-        table.add_row(
+        cells = [
             str(r.number),
             escape(r.model),
             escape(r.adapter or "-"),
@@ -73,7 +109,8 @@ def list_(
             str(r.sessions),
             str(r.judged),
             f"{r.untainted_wrong}/{r.untainted_judged}",
-        )
+        ]
+        table.add_row(*cells, *([_fooled_text(_row(r, rates))] if fooled else []))
     stdout.print(table)
     typer.echo(f"{len(rows)} round(s)" + (f"; current: {rows[-1].number}" if rows else ""))
 
@@ -83,18 +120,21 @@ def list_(
 def show(
     number: Annotated[int, typer.Argument(help="The round number (from `gap rounds list`).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead.")] = False,
+    fooled: FooledOption = False,
 ) -> None:
     """One round: its model, adapter, note and what was collected in it."""
-    factory = database(settings(), expect_data=False)
+    current = settings()
+    factory = database(current, expect_data=False)
     with transaction(factory) as db:
         rows = round_stats(db)
     found = [r for r in rows if r.number == number]
     if not found:
         raise NotFound(f"no round {number}; `gap rounds list` shows them")
-    row = _row(found[0])
+    row = _row(found[0], _fooled(factory, current, fooled))
     row["current"] = found[0] is rows[-1]
     if as_json:
         typer.echo(json.dumps(row, indent=2))
         return
     for key, value in row.items():
-        typer.echo(f"{key}: {'-' if value is None else value}")
+        text = _fooled_text(row) if key == "fooled" else value
+        typer.echo(f"{key}: {'-' if text is None else text}")

@@ -9,11 +9,13 @@ session's round, so anything exported can be told apart by round.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+import numpy.typing as npt
 import pandas as pd
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -24,6 +26,7 @@ from gap.db.models import CollectionRound, GameSession, Round, Turn
 from gap.errors import InputError
 from gap.game import Pool
 from gap.models.base import VisionChatModel
+from gap.quality import keep_mask
 
 
 def start_round(
@@ -141,3 +144,41 @@ def round_model_loader(
         return load_ready_model(spec, settings.model_copy(update={"model_adapter": adapter}))
 
     return load
+
+
+@dataclass(frozen=True)
+class FooledRate:
+    """The model-fooled rate of one round: kept untainted Wrongs per untainted question, the
+    headline figure of dynamic benchmarks (it should fall from round to round as the model improves)."""
+
+    number: int
+    kept: int
+    questions: int
+    rate: float
+    low: float
+    high: float
+    """Wilson 95 % interval of ``rate``."""
+
+
+def wilson(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
+    if trials == 0:
+        return 0.0, 1.0
+    p = successes / trials
+    centre = p + z * z / (2 * trials)
+    spread = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials))
+    denominator = 1 + z * z / trials
+    return max(0.0, (centre - spread) / denominator), min(1.0, (centre + spread) / denominator)
+
+
+def fooled_rates(turns: pd.DataFrame, p_wrong: npt.ArrayLike, theta: float) -> dict[int, FooledRate]:
+    """Per round of collection (column ``collection_round``; turns of no round left out), from one
+    reliability fit over every turn: what the filter keeps at ``theta`` over the untainted questions."""
+    kept = keep_mask(turns, p_wrong, theta)
+    rounds = pd.to_numeric(turns["collection_round"], errors="coerce")
+    untainted = (turns["pool"] == Pool.UNTAINTED.value).to_numpy()
+    frame = pd.DataFrame({"round": rounds, "kept": kept, "untainted": untainted})[rounds.notna() & untainted]
+    rates: dict[int, FooledRate] = {}
+    for number, group in frame.groupby("round"):
+        k, n = int(group["kept"].sum()), len(group)
+        rates[int(number)] = FooledRate(int(number), k, n, k / n, *wilson(k, n))
+    return rates
