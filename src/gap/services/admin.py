@@ -30,6 +30,7 @@ from gap.errors import GapError
 from gap.game import Pool
 from gap.quality import ConvergenceWarning, keep_mask
 from gap.services.quality import DatabaseFit, fit_database
+from gap.services.rounds import fooled_rates
 
 if TYPE_CHECKING:
     pass
@@ -277,6 +278,9 @@ class QualityView:
     candidate_posteriors: list[float] = field(default_factory=list)
     difficulty: dict[str, float] = field(default_factory=dict)
     """Per image id: a higher value means mistakes are harder to find there."""
+    fooled_by_round: dict[str, list[float]] = field(default_factory=dict)
+    """Per round of collection: [kept, untainted questions, rate, low, high] (the model-fooled rate
+    with its Wilson 95 % interval, :func:`gap.services.rounds.fooled_rates`)."""
     image_errors: dict[str, list[float]] = field(default_factory=dict)
     """Per untainted image id: [expected real model errors (the sum of P(model wrong) over its judged
     questions), judged questions]; what the `weakest` image policy samples from."""
@@ -334,6 +338,12 @@ def view_of_fit(fit: DatabaseFit | None, *, theta: float) -> QualityView:
         candidate_posteriors=[float(v) for v in np.asarray(posterior)[cand]],
         difficulty=difficulty,
         image_errors=image_errors,
+        fooled_by_round={
+            str(n): [r.kept, r.questions, r.rate, r.low, r.high]
+            for n, r in (
+                fooled_rates(turns, posterior, theta) if "collection_round" in turns.columns else {}
+            ).items()
+        },
     )
 
 

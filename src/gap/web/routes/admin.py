@@ -30,6 +30,7 @@ from gap.errors import AuthError, GapError, InputError, NotFound
 from gap.services import admin as dash
 from gap.services.game import load_image
 from gap.services.images import MAX_IMAGE_BYTES, add_image, parse_pool, update_image
+from gap.services.rounds import round_stats, start_round
 from gap.services.telegram import validate_init_data
 from gap.web.deps import AppSettings, Context
 
@@ -199,6 +200,7 @@ def dashboard(request: Request, settings: AppSettings, ctx: Context) -> HTMLResp
         summary = dash.overview(db, now=now)
         images = dash.image_stats(db)
         recent = dash.recent_turns(db, limit=20)
+        campaigns = round_stats(db)
     reliability, model_based = _reliability(ctx, quality)
     return templates.TemplateResponse(  # type: ignore[no-any-return]
         request,
@@ -211,6 +213,7 @@ def dashboard(request: Request, settings: AppSettings, ctx: Context) -> HTMLResp
             "images": images,
             "top": dash.top_images(images, quality),
             "recent": recent,
+            "campaigns": campaigns,
             "reliability_n": len(reliability),
             "reliability_model": model_based,
             "formats": EXPORT_FORMATS,
@@ -329,6 +332,27 @@ def change_image(image_id: str, body: ImageChange, ctx: Context, _who: Admin) ->
 
 
 # --- exports ----------------------------------------------------------------------------------
+
+
+class RoundIn(BaseModel):
+    model: str
+    adapter: str | None = None
+    note: str | None = None
+
+
+@router.get("/api/rounds")
+def rounds_json(ctx: Context, _who: Admin) -> list[dict[str, Any]]:
+    """Every round of collection with what was collected in it (as `gap rounds list --json`)."""
+    with reading(ctx.factory) as db:
+        return [{**asdict(r), "started_at": r.started_at.isoformat()} for r in round_stats(db)]
+
+
+@router.post("/api/rounds", status_code=201)
+def open_round(body: RoundIn, ctx: Context, _who: Admin) -> dict[str, Any]:
+    """Open a new round (as `gap rounds start`): sessions started from now on play its model."""
+    with transaction(ctx.factory) as db:
+        row = start_round(db, model=body.model, adapter=body.adapter, note=body.note, now=ctx.clock())
+        return {"number": row.id, "model": row.model, "adapter": row.adapter}
 
 
 class ExportIn(BaseModel):
