@@ -7,7 +7,8 @@ import pandas as pd
 
 from gap.config import Settings
 from gap.quality import keep_mask, simulate
-from gap.services.quality import reliability_estimator
+from gap.services.admin import view_of_fit
+from gap.services.quality import DatabaseFit, reliability_estimator
 from gap.services.rounds import fooled_rates, wilson
 
 
@@ -23,8 +24,12 @@ def test_the_fooled_rate_falls_when_the_model_improves() -> None:
     """Round 2's model errs far less: one fit over both rounds shows it, with separated intervals."""
     turns = pd.concat([round_of(-0.5, 1, 1), round_of(-3.0, 2, 2)], ignore_index=True)
     turns = pd.concat([turns, round_of(-0.5, 0, 3).assign(collection_round=pd.NA)], ignore_index=True)
-    p = reliability_estimator(Settings()).fit_predict_proba(turns)
+    estimator = reliability_estimator(Settings())
+    p = estimator.fit_predict_proba(turns)
     rates = fooled_rates(turns, p, theta=0.8)
+    # What the worker stores for the dashboard is the same figure.
+    stored = view_of_fit(DatabaseFit(turns, estimator, p), theta=0.8).fooled_by_round
+    assert stored == {str(n): [r.kept, r.questions, r.rate, r.low, r.high] for n, r in rates.items()}
     assert set(rates) == {1, 2}  # turns of no round are left out
     first, second = rates[1], rates[2]
     assert first.high < 1 and second.low < second.rate < second.high
