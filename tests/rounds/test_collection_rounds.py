@@ -173,9 +173,14 @@ def test_a_round_names_its_adapter(settings: Settings) -> None:
     ]
 
 
-def test_a_round_needs_a_model(settings: Settings) -> None:
+def test_a_round_needs_a_model_spec_that_names_a_backend(settings: Settings) -> None:
     result = gap(settings, "rounds", "start", "--model", "  ")
     assert result.exit_code == 1 and "needs a model spec" in result.output
+    unknown = gap(settings, "rounds", "start", "--model", "llama:7b")
+    assert unknown.exit_code == 1 and "unknown model spec 'llama:7b'" in unknown.output
+    remote = gap(settings, "rounds", "start", "--model", "openai:gap", "--adapter", "runs/r1")
+    assert remote.exit_code == 1 and "an adapter needs a transformers: model" in remote.output
+    assert json.loads(gap(settings, "rounds", "list", "--json").stdout) == []
 
 
 def test_both_replicas_switch_to_the_new_rounds_model_and_running_sessions_keep_theirs(

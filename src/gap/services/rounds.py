@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import numpy.typing as npt
 import pandas as pd
@@ -26,6 +27,7 @@ from gap.db.models import CollectionRound, GameSession, Round, Turn
 from gap.errors import InputError
 from gap.game import Pool
 from gap.models.base import VisionChatModel
+from gap.models.factory import ACCEPTED_FORMS
 from gap.quality import keep_mask
 
 
@@ -35,6 +37,12 @@ def start_round(
     """Open a new round; sessions started from now on use its model."""
     if not model.strip():
         raise InputError("a round needs a model spec, e.g. transformers:<folder> or openai:<name>")
+    kind, sep, target = model.strip().partition(":")
+    if not (sep and kind in ("transformers", "openai") and target.strip()) and not Path(model).is_dir():
+        # Checked now: a bad spec would otherwise fail every answer of the round.
+        raise InputError(f"unknown model spec {model!r}: expected {ACCEPTED_FORMS}")
+    if adapter and kind == "openai":
+        raise InputError("an adapter needs a transformers: model (serve adapters on vLLM as their own model)")
     row = CollectionRound(model=model.strip(), adapter=adapter or None, note=note or None, started_at=now)
     db.add(row)
     db.flush()
