@@ -138,14 +138,14 @@ class RoundModels:
 
 
 def round_model_loader(
-    settings: Settings, configured: Callable[[], VisionChatModel] | None
+    settings: Settings, configured: Callable[[], VisionChatModel]
 ) -> Callable[[str, str | None], VisionChatModel]:
     """How a replica loads a round's model: with its own settings (timeouts, server URL) and the
-    round's adapter. ``configured`` is the replica's own ``GAP_MODEL`` model, reused when a round
-    names the same spec and adapter (None when the app was given another model)."""
+    round's adapter. ``configured`` is the replica's own model (``GAP_MODEL`` + ``GAP_MODEL_ADAPTER``),
+    reused when a round names that same spec and adapter rather than loaded twice."""
 
     def load(spec: str, adapter: str | None) -> VisionChatModel:
-        if configured is not None and (spec, adapter) == (settings.model, settings.model_adapter):
+        if (spec, adapter) == (settings.model, settings.model_adapter):
             return configured()
         from gap.models.factory import load_ready_model
 

@@ -107,7 +107,7 @@ def create_app(
         clock=clock,
         rng=rng,
         pick_untainted=untainted_picker(settings),
-        round_models=RoundModels(round_model_loader(settings, get_model if model is None else None)),
+        round_models=RoundModels(round_model_loader(settings, get_model)),
         gate=ModelGate(
             get_model,
             timeout=settings.model_timeout,
