@@ -140,6 +140,15 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=65536, ge=1024, description="Largest request body (JSON, forms); larger ones get 413."
     )
+    rate_signups: str = Field(
+        default="60/minute",
+        description="Guest and Telegram sign-ups per client IP (429 above), e.g. `60/minute`.",
+    )
+    rate_questions: str = Field(default="60/minute", description="Questions per player (429 above).")
+    rate_admin_login: str = Field(default="10/minute", description="Admin login attempts per client IP.")
+    redis_url: str | None = Field(
+        default=None, description="Redis shared by every replica for rate limits (`redis://host:6379/0`)."
+    )
     max_upload_bytes: int = Field(
         default=256 * 1024 * 1024,
         ge=1024,

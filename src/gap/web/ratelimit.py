@@ -1,0 +1,122 @@
+"""Rate limits at the edge: sign-ups and admin logins per client IP, questions per player.
+
+The model is the expensive part, so questions are limited per bearer token (one player), sign-ups
+(guest and Telegram) and admin login attempts per IP. Counts live in this process by default; with
+``GAP_REDIS_URL`` every replica shares them through Redis (the ``limits`` library, moving windows).
+A refused request gets 429 with a JSON message and ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import time
+from dataclasses import dataclass
+
+import limits
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gap.config import Settings
+from gap.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    method: str
+    path: re.Pattern[str]
+    per: str  # "ip" or "player"
+    limit: limits.RateLimitItem
+
+
+def _parse(name: str, value: str) -> limits.RateLimitItem:
+    try:
+        return limits.parse(value)
+    except ValueError:
+        raise ConfigError(f"GAP_RATE_{name.upper()}: {value!r} is not a rate such as '30/minute'") from None
+
+
+def rules_from(settings: Settings) -> list[Rule]:
+    return [
+        Rule(
+            "signups",
+            "POST",
+            re.compile(r"^/api/auth/(guest|telegram)$"),
+            "ip",
+            _parse("signups", settings.rate_signups),
+        ),
+        Rule(
+            "questions",
+            "POST",
+            re.compile(r"^/api/rounds/[^/]+/questions$"),
+            "player",
+            _parse("questions", settings.rate_questions),
+        ),
+        Rule(
+            "admin_login",
+            "POST",
+            re.compile(r"^/admin/login$"),
+            "ip",
+            _parse("admin_login", settings.rate_admin_login),
+        ),
+    ]
+
+
+def storage_uri(redis_url: str | None) -> str:
+    """The ``limits`` storage: this process's memory, or Redis shared by every replica."""
+    if not redis_url:
+        return "async+memory://"
+    if not redis_url.startswith(("redis://", "rediss://")):
+        raise ConfigError(f"GAP_REDIS_URL must start with redis:// or rediss://, got {redis_url!r}")
+    return f"async+{redis_url}"
+
+
+class RateLimits:
+    def __init__(self, app: ASGIApp, *, rules: list[Rule], storage: str, prefix: str = "gap") -> None:
+        self.app = app
+        self.rules = rules
+        try:
+            self.limiter = MovingWindowRateLimiter(storage_from_string(storage, key_prefix=prefix))
+        except Exception as exc:  # a missing Redis client library, a malformed URL
+            raise ConfigError(f"cannot use the rate-limit storage {storage!r}: {exc}") from exc
+
+    def _key(self, rule: Rule, scope: Scope) -> str | None:
+        if rule.per == "ip":
+            client = scope.get("client")
+            return client[0] if client else "unknown"
+        auth = dict(scope["headers"]).get(b"authorization", b"")
+        if not auth:
+            return None  # refused as unauthenticated by the route; nothing to count
+        return hashlib.sha256(auth).hexdigest()[:32]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for rule in self.rules:
+                if scope["method"] == rule.method and rule.path.match(scope["path"]):
+                    key = self._key(rule, scope)
+                    if key is not None and not await self.limiter.hit(rule.limit, rule.name, key):
+                        stats = await self.limiter.get_window_stats(rule.limit, rule.name, key)
+                        await _too_many(send, max(1, math.ceil(stats.reset_time - time.time())))
+                        return
+                    break
+        await self.app(scope, receive, send)
+
+
+async def _too_many(send: Send, retry_after: int) -> None:
+    body = json.dumps({"detail": f"too many requests; try again in {retry_after} s"}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 429,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", str(retry_after).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
