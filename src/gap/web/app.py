@@ -27,7 +27,7 @@ from gap.services.rounds import RoundModels, round_model_loader
 from gap.web.errors import install_error_handlers
 from gap.web.metrics import Metrics, RequestMetrics
 from gap.web.middleware import EdgeGuard
-from gap.web.ratelimit import RateLimits, rules_from, storage_uri
+from gap.web.ratelimit import RateLimits, make_limiter, rules_from
 from gap.web.routes import (
     admin,
     api_docs,
@@ -141,7 +141,7 @@ def create_app(
     app.add_middleware(
         EdgeGuard, max_body_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes
     )
-    app.add_middleware(RateLimits, rules=rules_from(settings), storage=storage_uri(settings.redis_url))
+    app.add_middleware(RateLimits, rules=rules_from(settings), limiter=make_limiter(settings.redis_url))
     app.add_middleware(RequestMetrics, metrics=metrics)
     for module in (auth, me, ranks, sessions, rounds, leaderboard, images, pages, admin, api_docs, health):
         app.include_router(module.router)

@@ -66,23 +66,24 @@ def rules_from(settings: Settings) -> list[Rule]:
     ]
 
 
-def storage_uri(redis_url: str | None) -> str:
-    """The ``limits`` storage: this process's memory, or Redis shared by every replica."""
+def make_limiter(redis_url: str | None, prefix: str = "gap") -> MovingWindowRateLimiter:
+    """Moving windows counted in this process's memory, or in Redis shared by every replica."""
     if not redis_url:
-        return "async+memory://"
+        return MovingWindowRateLimiter(storage_from_string("async+memory://", key_prefix=prefix))
     if not redis_url.startswith(("redis://", "rediss://")):
         raise ConfigError(f"GAP_REDIS_URL must start with redis:// or rediss://, got {redis_url!r}")
-    return f"async+{redis_url}"
+    try:  # redis-py's asyncio client (the `redis` package), not limits' default coredis
+        storage = storage_from_string(f"async+{redis_url}", key_prefix=prefix, implementation="redispy")
+    except Exception as exc:  # a missing client library, a malformed URL
+        raise ConfigError(f"cannot use GAP_REDIS_URL for rate limits: {exc}") from exc
+    return MovingWindowRateLimiter(storage)
 
 
 class RateLimits:
-    def __init__(self, app: ASGIApp, *, rules: list[Rule], storage: str, prefix: str = "gap") -> None:
+    def __init__(self, app: ASGIApp, *, rules: list[Rule], limiter: MovingWindowRateLimiter) -> None:
         self.app = app
         self.rules = rules
-        try:
-            self.limiter = MovingWindowRateLimiter(storage_from_string(storage, key_prefix=prefix))
-        except Exception as exc:  # a missing Redis client library, a malformed URL
-            raise ConfigError(f"cannot use the rate-limit storage {storage!r}: {exc}") from exc
+        self.limiter = limiter
 
     def _key(self, rule: Rule, scope: Scope) -> str | None:
         if rule.per == "ip":
