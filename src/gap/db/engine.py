@@ -18,7 +18,9 @@ def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout so writers queue."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+        # As many connections as the 40 request threads that may each hold one (SQLAlchemy's default
+        # 5 + 10 made threads queue for a connection, and open and close hundreds under load).
+        return create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=20)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
