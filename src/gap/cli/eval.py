@@ -338,18 +338,7 @@ def run(
     )
     if metric == "gpt-score" and setup is None:
         raise ConfigError("the GPT score needs a judge model: pass --judge (or set GAP_JUDGE_MODEL)")
-    answer_run(
-        model,
-        adapter,
-        data,
-        out,
-        split=split,
-        images_dir=images_dir,
-        batch_size=batch_size,
-        concurrency=concurrency,
-        max_new_tokens=max_new_tokens,
-        show_progress=True,
-    )
+    answer(model, data, out, adapter, split, images_dir, batch_size, concurrency, max_new_tokens)
     report, results = score_items(
         load_items(out), metric=metric, judge=setup, failures_as_zero=failures_as_zero, show_progress=True
     )
