@@ -147,7 +147,6 @@ def score(
 ) -> None:
     """Score answers: mean, image-clustered bootstrap 95% CI, n, failures, per question type."""
     from gap.evaluate import load_items
-    from gap.evaluate._score import score_items
 
     items = load_items(source, split=split)
     setup = judge_setup(
@@ -159,11 +158,27 @@ def score(
         repeats=repeats,
         concurrency=concurrency,
     )
+    target = out or (source if source.is_dir() else None)
+    score_and_report(items, source, target, metric, setup, failures_as_zero=failures_as_zero, as_json=as_json)
+
+
+def score_and_report(
+    items: Any,
+    source: Path,
+    target: Path | None,
+    metric: str,
+    setup: Any,
+    *,
+    failures_as_zero: bool,
+    as_json: bool,
+) -> None:
+    """Score ``items``, keep the report and per-item scores in ``target``, and print the report."""
+    from gap.evaluate._score import score_items
+
     report, results = score_items(
         items, metric=metric, judge=setup, failures_as_zero=failures_as_zero, show_progress=not as_json
     )
     report["source"] = str(source)
-    target = out or (source if source.is_dir() else None)
     if target is not None:
         write_scores(target, report, results)
     if as_json:
@@ -325,7 +340,7 @@ def run(
 ) -> None:
     """Answer + score (+ compare with --baseline): "did my fine-tune help?" in one command."""
     from gap.evaluate import load_items
-    from gap.evaluate._score import score_items
+    from gap.evaluate._score import check_judge
 
     setup = judge_setup(
         judge,
@@ -336,15 +351,11 @@ def run(
         repeats=repeats,
         concurrency=concurrency,
     )
-    if metric == "gpt-score" and setup is None:
-        raise ConfigError("the GPT score needs a judge model: pass --judge (or set GAP_JUDGE_MODEL)")
+    check_judge(metric, setup)  # before any answer is generated
     answer(model, data, out, adapter, split, images_dir, batch_size, concurrency, max_new_tokens)
-    report, results = score_items(
-        load_items(out), metric=metric, judge=setup, failures_as_zero=failures_as_zero, show_progress=True
+    score_and_report(
+        load_items(out), out, out, metric, setup, failures_as_zero=failures_as_zero, as_json=False
     )
-    report["source"] = str(out)
-    write_scores(out, report, results)
-    print_report(report)
     if baseline is not None:
         compare_and_report([baseline, out], out=out / "compare", metric=metric, paper=False, as_json=False)
 

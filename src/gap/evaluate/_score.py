@@ -233,6 +233,16 @@ class JudgeSetup:
     backoff: float = 1.0
 
 
+def check_judge(metric: str, judge: JudgeSetup | None) -> None:
+    """Refuse a GPT score without a usable judge, before any answer or judge call is paid for."""
+    if metric != GPT_SCORE:
+        return
+    if judge is None:
+        raise ConfigError("the GPT score needs a judge model: pass --judge (or set GAP_JUDGE_MODEL)")
+    if judge.repeats < 1:
+        raise ConfigError("--repeats must be at least 1")
+
+
 def score_items(
     items: Sequence[EvalItem],
     *,
@@ -244,11 +254,9 @@ def score_items(
 ) -> tuple[dict[str, Any], list[ItemScore]]:
     """The report and per-item outcomes of ``items`` under ``metric`` (``gpt-score`` or an offline one)."""
     extra: dict[str, Any] = {}
+    check_judge(metric, judge)
     if metric == GPT_SCORE:
-        if judge is None:
-            raise ConfigError("the GPT score needs a judge model: pass --judge (or set GAP_JUDGE_MODEL)")
-        if judge.repeats < 1:
-            raise ConfigError("--repeats must be at least 1")
+        assert judge is not None  # check_judge refused the GPT score without one
         prompt = judge_prompt(with_question=judge.with_question)
         client = OpenAIJudge(
             judge.model,
