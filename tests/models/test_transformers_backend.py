@@ -231,20 +231,12 @@ def make_tiny_qwen2_vl(out_dir: Path) -> Path:
     import json
 
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from gap.models.tiny import train_bpe
 
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>"]
     special += ["<|image_pad|>", "<|video_pad|>"]
-    raw = Tokenizer(models.BPE())
-    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    raw.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=320,
-        special_tokens=special,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    raw.train_from_iterator(["a red car near a green tree", "what colour is the sky"], trainer=trainer)
+    raw = train_bpe(special, ["a red car near a green tree", "what colour is the sky"], vocab_size=320)
     tokenizer = transformers.PreTrainedTokenizerFast(
         tokenizer_object=raw, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=QWEN_TEMPLATE
     )

@@ -71,22 +71,28 @@ _CORPUS = [
 ]
 
 
-def _build_tokenizer(transformers: Any) -> Any:
-    """A byte-level BPE trained on a dozen sentences, with SmolVLM's special tokens and chat template."""
+def train_bpe(special_tokens: list[str], corpus: list[str], *, vocab_size: int) -> Any:
+    """A byte-level BPE ``tokenizers.Tokenizer`` trained offline on ``corpus``: the tokenizer of every
+    tiny test model, whatever family's special tokens it carries."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     raw = Tokenizer(models.BPE())
     raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     raw.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE,
-        special_tokens=SPECIAL_TOKENS,
+        vocab_size=vocab_size,
+        special_tokens=special_tokens,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    raw.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    raw.train_from_iterator(corpus, trainer=trainer)
+    return raw
+
+
+def _build_tokenizer(transformers: Any) -> Any:
+    """A byte-level BPE trained on a dozen sentences, with SmolVLM's special tokens and chat template."""
     return transformers.PreTrainedTokenizerFast(
-        tokenizer_object=raw,
+        tokenizer_object=train_bpe(SPECIAL_TOKENS, _CORPUS * 4, vocab_size=VOCAB_SIZE),
         bos_token="<|im_start|>",
         eos_token="<end_of_utterance>",
         pad_token="<|endoftext|>",

@@ -106,20 +106,10 @@ def _tokenizer(
     template: str,
     named_tokens: dict[str, str] | None = None,
 ) -> Any:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from gap.models.tiny import train_bpe
 
-    raw = Tokenizer(models.BPE())
-    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    raw.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=512,
-        special_tokens=special,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    raw.train_from_iterator(_CORPUS * 4, trainer=trainer)
     return transformers.PreTrainedTokenizerFast(
-        tokenizer_object=raw,
+        tokenizer_object=train_bpe(special, _CORPUS * 4, vocab_size=512),
         bos_token=bos,
         eos_token=eos,
         pad_token=pad,
