@@ -16,6 +16,7 @@ from gap.config import Settings
 from gap.db.engine import make_engine, make_sessionmaker, transaction
 from gap.db.models import GameSession, Player, Round
 from gap.game import GameRules
+from gap.models.gate import model_gate
 from gap.quality import simulate
 from gap.services.admin import QualityView, store_quality_view, view_of_fit
 from gap.services.game import GameContext, start_session
@@ -51,6 +52,7 @@ def test_weakest_serves_the_weak_images_until_their_cap(settings: Settings) -> N
         rules=GameRules(round_seconds=120, session_images=4, taint_rate=0.5),
         model=no_model,  # type: ignore[arg-type]
         images_dir=current.images_dir,
+        gate=model_gate(no_model, current),  # type: ignore[arg-type]
         rng=random.Random(0),
         pick_untainted=untainted_picker(current),
     )

@@ -18,6 +18,7 @@ from enum import Enum
 import anyio
 import anyio.to_thread
 
+from gap.config import Settings
 from gap.errors import ModelError, ModelTimeout, ModelUnavailable
 from gap.models.base import ChatMessage, ImageInput, VisionChatModel
 
@@ -151,3 +152,21 @@ class ModelGate:
                 self.on_answer(time.perf_counter() - began, error)
         self.breaker.succeeded()
         return result
+
+
+def model_gate(
+    model: Callable[[], VisionChatModel],
+    settings: Settings,
+    *,
+    on_answer: Callable[[float, str | None], None] | None = None,
+) -> ModelGate:
+    """The gate configured by ``GAP_MODEL_TIMEOUT``, ``GAP_MODEL_CONCURRENCY`` and the breaker settings."""
+    return ModelGate(
+        model,
+        timeout=settings.model_timeout,
+        max_concurrency=settings.model_concurrency,
+        breaker=CircuitBreaker(
+            failures_to_open=settings.model_breaker_failures, reset_s=settings.model_breaker_reset
+        ),
+        on_answer=on_answer,
+    )

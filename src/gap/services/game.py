@@ -56,7 +56,7 @@ from gap.game import (
     turn_prompt,
 )
 from gap.models.base import ChatMessage, ImageInput, VisionChatModel
-from gap.models.gate import CircuitBreaker, ModelGate
+from gap.models.gate import ModelGate
 from gap.services.image_policy import UntaintedPicker
 from gap.services.round_images import round_image_url
 from gap.services.rounds import RoundModels
@@ -82,6 +82,8 @@ class GameContext:
     rules: GameRules
     model: Callable[[], VisionChatModel]
     images_dir: Path
+    gate: ModelGate
+    """How questions await the model (own threads, deadline, breaker): :func:`gap.models.gate.model_gate`."""
     max_question_chars: int = 500
     model_timeout: float = 60.0
     clock: Clock = utcnow
@@ -90,17 +92,6 @@ class GameContext:
     """Fills a new session's untainted slots (`GAP_IMAGE_POLICY`); None: uniformly."""
     round_models: RoundModels | None = None
     """The models of rounds of collection (`gap rounds`), by spec and adapter; None: ``model`` only."""
-    gate: ModelGate | None = None
-    """How questions await the model (own threads, deadline, breaker); built from ``model`` if None."""
-
-    def __post_init__(self) -> None:
-        if self.gate is None:
-            self.gate = ModelGate(
-                self.model,
-                timeout=self.model_timeout,
-                max_concurrency=8,
-                breaker=CircuitBreaker(failures_to_open=5, reset_s=30.0),
-            )
 
     def random(self) -> random.Random:
         # Unpredictable draws in production; tests pass a seeded generator.
@@ -345,7 +336,6 @@ async def ask(ctx: GameContext, player_id: str, round_id: str, question: str) ->
     """
     cleaned = _clean_question(question, ctx.max_question_chars)
     pending = await anyio.to_thread.run_sync(_open_turn, ctx, player_id, round_id, cleaned)
-    assert ctx.gate is not None
     try:
         answer, model_name = await ctx.gate.answer(
             pending.image, pending.messages, pending.system, _round_model(ctx, pending)

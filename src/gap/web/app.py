@@ -20,7 +20,7 @@ from gap.db.migrate import is_current, upgrade
 from gap.errors import ConfigError
 from gap.game import GameRules
 from gap.models.base import VisionChatModel
-from gap.models.gate import CircuitBreaker, ModelGate
+from gap.models.gate import model_gate
 from gap.services.game import Clock, GameContext, utcnow
 from gap.services.image_policy import untainted_picker
 from gap.services.rounds import RoundModels, round_model_loader
@@ -109,15 +109,7 @@ def create_app(
         rng=rng,
         pick_untainted=untainted_picker(settings),
         round_models=RoundModels(round_model_loader(settings, get_model)),
-        gate=ModelGate(
-            get_model,
-            timeout=settings.model_timeout,
-            max_concurrency=settings.model_concurrency,
-            breaker=CircuitBreaker(
-                failures_to_open=settings.model_breaker_failures, reset_s=settings.model_breaker_reset
-            ),
-            on_answer=metrics.model_answered,
-        ),
+        gate=model_gate(get_model, settings, on_answer=metrics.model_answered),
     )
 
     @asynccontextmanager

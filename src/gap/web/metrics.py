@@ -73,10 +73,8 @@ class Metrics:
 
 def render(metrics: Metrics, ctx: Any) -> tuple[bytes, str]:
     """The metrics text; gauges read at scrape time."""
-    gate = ctx.gate
-    if gate is not None:
-        metrics.circuit.set(_CIRCUIT_VALUE[gate.breaker.state])
-        metrics.in_flight.set(gate.in_flight)
+    metrics.circuit.set(_CIRCUIT_VALUE[ctx.gate.breaker.state])
+    metrics.in_flight.set(ctx.gate.in_flight)
     with ctx.factory() as db:
         metrics.active_sessions.set(
             db.scalar(select(func.count()).select_from(GameSession).where(GameSession.status == "active"))

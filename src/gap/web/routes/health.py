@@ -38,10 +38,9 @@ def _database_ok(ctx: Any) -> str:
 
 
 def _model_ok(ctx: Any) -> str:
-    gate = ctx.gate
-    if gate is not None and gate.breaker.state is CircuitState.OPEN:
+    if ctx.gate.breaker.state is CircuitState.OPEN:
         return "circuit open"
-    ping = getattr(gate.model() if gate is not None else None, "ping", None)
+    ping = getattr(ctx.gate.model(), "ping", None)
     if ping is None:
         return "ok"
     try:
