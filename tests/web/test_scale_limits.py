@@ -143,3 +143,38 @@ def test_two_replicas_share_the_limits_through_redis(settings: Settings, redis_u
         assert statuses == [200, 200, 200]
         assert_429(two.post("/api/auth/guest", json={"name": "p"}))
         assert_429(one.post("/api/auth/guest", json={"name": "p"}))
+
+
+def test_in_process_limits_count_across_event_loops_and_threads() -> None:
+    """A test client (or any embedder) may serve requests on several event loops at once: the
+    in-process counts must stay exact and never fail a request for the loop it runs on."""
+    import asyncio
+    import threading
+
+    import limits
+
+    from gap.web.ratelimit import make_limiter
+
+    limiter = make_limiter(None)
+    item = limits.parse("150/minute")
+    outcomes: list[bool] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def player() -> None:
+        async def hits() -> list[bool]:
+            return [await limiter.hit(item, "questions", "one-player") for _ in range(50)]
+
+        start.wait()
+        try:
+            outcomes.extend(asyncio.run(hits()))  # each thread its own event loop
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=player) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert outcomes.count(True) == 150 and outcomes.count(False) == 50

@@ -14,10 +14,13 @@ import math
 import re
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 import limits
-from limits.aio.strategies import MovingWindowRateLimiter
+import limits.aio.strategies
+import limits.strategies
 from limits.storage import storage_from_string
+from limits.util import WindowStats
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gap.config import Settings
@@ -66,21 +69,44 @@ def rules_from(settings: Settings) -> list[Rule]:
     ]
 
 
-def make_limiter(redis_url: str | None, prefix: str = "gap") -> MovingWindowRateLimiter:
+class Limiter(Protocol):
+    async def hit(self, item: limits.RateLimitItem, *identifiers: str) -> bool: ...
+
+    async def get_window_stats(self, item: limits.RateLimitItem, *identifiers: str) -> WindowStats: ...
+
+
+class InProcessLimiter:
+    """Moving windows in this process's memory. limits' synchronous memory storage guards its counts
+    with threading locks, so it serves every event loop and thread; its asyncio twin binds to the first
+    loop that uses it and fails requests served on another (a test client's, say)."""
+
+    def __init__(self, prefix: str) -> None:
+        self._limiter = limits.strategies.MovingWindowRateLimiter(
+            storage_from_string("memory://", key_prefix=prefix)
+        )
+
+    async def hit(self, item: limits.RateLimitItem, *identifiers: str) -> bool:
+        return self._limiter.hit(item, *identifiers)
+
+    async def get_window_stats(self, item: limits.RateLimitItem, *identifiers: str) -> WindowStats:
+        return self._limiter.get_window_stats(item, *identifiers)
+
+
+def make_limiter(redis_url: str | None, prefix: str = "gap") -> Limiter:
     """Moving windows counted in this process's memory, or in Redis shared by every replica."""
     if not redis_url:
-        return MovingWindowRateLimiter(storage_from_string("async+memory://", key_prefix=prefix))
+        return InProcessLimiter(prefix)
     if not redis_url.startswith(("redis://", "rediss://")):
         raise ConfigError(f"GAP_REDIS_URL must start with redis:// or rediss://, got {redis_url!r}")
     try:  # redis-py's asyncio client (the `redis` package), not limits' default coredis
         storage = storage_from_string(f"async+{redis_url}", key_prefix=prefix, implementation="redispy")
     except Exception as exc:  # a missing client library, a malformed URL
         raise ConfigError(f"cannot use GAP_REDIS_URL for rate limits: {exc}") from exc
-    return MovingWindowRateLimiter(storage)
+    return limits.aio.strategies.MovingWindowRateLimiter(storage)
 
 
 class RateLimits:
-    def __init__(self, app: ASGIApp, *, rules: list[Rule], limiter: MovingWindowRateLimiter) -> None:
+    def __init__(self, app: ASGIApp, *, rules: list[Rule], limiter: Limiter) -> None:
         self.app = app
         self.rules = rules
         self.limiter = limiter
