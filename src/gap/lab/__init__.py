@@ -1,0 +1,1 @@
+"""`gap lab`: the whole GAP loop measured end to end on a synthetic world whose truth is known."""
