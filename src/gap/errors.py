@@ -11,9 +11,10 @@ GapError
 │   ├── AlreadyJudged      the turn already has a verdict
 │   └── NoImages           the pools hold no images to play
 ├── AuthError              missing, unknown or invalid credentials
-└── ModelError             the VLM backend failed
-    ├── ModelTimeout       the VLM took longer than its timeout
-    └── ModelUnavailable   the backend's circuit is open: not called at all
+├── ModelError             the VLM backend failed
+│   ├── ModelTimeout       the VLM took longer than its timeout
+│   └── ModelUnavailable   the backend's circuit is open: not called at all
+└── GameServerError        a game server that a client (the lab's players) talks to failed or refused
 """
 
 from __future__ import annotations
@@ -84,3 +85,7 @@ class ModelUnavailable(ModelError):
     def __init__(self, message: str, *, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class GameServerError(GapError):
+    """A game server that a client (the lab's players) talks to failed, refused or was out of reach."""

@@ -15,7 +15,7 @@ import json
 import random
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -255,10 +255,13 @@ def questions(scene: Scene, qtype: str) -> list[Question]:
     return _TEMPLATES[qtype](scene)
 
 
-def sample_question(scene: Scene, qtype: str, rng: random.Random) -> Question:
-    """A random question of ``qtype``: first a true answer uniformly among those the type's questions
-    have in this scene, then a question with it, so always saying "no" or "1" is not a winning model."""
-    candidates = questions(scene, qtype)
+def sample_question(
+    scene: Scene, qtype: str, rng: random.Random, *, exclude: Collection[str] = ()
+) -> Question:
+    """A random question of ``qtype`` (none of the texts in ``exclude``): first a true answer uniformly
+    among those the type's questions have in this scene, then a question with it, so always saying
+    "no" or "1" is not a winning model."""
+    candidates = [q for q in questions(scene, qtype) if q.text not in exclude]
     if not candidates:
         raise InputError(f"scene {scene.scene_id} has no {qtype} question")
     answers = sorted({q.answer for q in candidates})
