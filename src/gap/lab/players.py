@@ -174,25 +174,28 @@ class _Api:
         self.headers: dict[str, str] = {}
 
     async def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
-        for attempt in range(RETRIES):
+        """The response; a GET is retried on any transport error, a POST only where it was not sent."""
+        retry = httpx.TransportError if method == "GET" else (httpx.ConnectError, httpx.ConnectTimeout)
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 response = await self.client.request(method, path, json=body, headers=self.headers)
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-                if attempt == RETRIES - 1:
+            except retry as exc:
+                if attempt == RETRIES:
                     raise GameServerError(
                         f"{method} {path}: cannot reach the game ({type(exc).__name__})"
                     ) from None
-                await asyncio.sleep(0.2 * 2**attempt)
+                await asyncio.sleep(0.1 * 2**attempt)
                 continue
             except httpx.HTTPError as exc:
                 raise GameServerError(f"{method} {path}: {type(exc).__name__}: {exc}") from None
-            if response.status_code == 429 and attempt < RETRIES - 1:
+            if response.status_code == 429 and attempt < RETRIES:
                 await asyncio.sleep(min(float(response.headers.get("retry-after", 1)), 10.0))
                 continue
             if response.status_code >= 500 or response.status_code == 429:
                 raise GameServerError(f"{method} {path}: HTTP {response.status_code}: {response.text[:300]}")
             return response
-        raise AssertionError("unreachable")
 
     async def json(self, method: str, path: str, body: dict[str, Any] | None = None, *, ok: int = 200) -> Any:
         response = await self.call(method, path, body)
