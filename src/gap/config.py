@@ -72,6 +72,14 @@ class Settings(BaseSettings):
     model_breaker_reset: float = Field(
         default=30.0, gt=0, description="Seconds the circuit stays open before one probe question."
     )
+    model_batch_window_ms: float = Field(
+        default=5.0,
+        ge=0,
+        description="A `transformers:` model waits this long after a question for others to answer together.",
+    )
+    model_max_batch: int = Field(
+        default=8, ge=1, description="Most questions a `transformers:` model answers in one `generate` call."
+    )
     max_new_tokens: int = Field(
         default=128, gt=0, description="Longest answer the model may write, in tokens."
     )

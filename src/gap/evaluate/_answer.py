@@ -1,8 +1,9 @@
 """`gap eval answer`: a model's answers on an evaluation set, in a resumable RUN folder.
 
-Local ``transformers:`` models answer in real batches: left padding, one ``generate`` call per batch,
-greedy. HTTP models (``openai:``) answer one request per item with bounded concurrency. The RUN folder
-holds ``run.json`` (model, adapter and its hash, decoding settings, data hash) and ``answers.jsonl``,
+Local ``transformers:`` models answer in real batches through the game's own backend
+(``TransformersModel.answer_batch``: left padding, one ``generate`` call per batch, greedy). HTTP
+models (``openai:``) answer one request per item with bounded concurrency. The RUN folder holds
+``run.json`` (model, adapter and its hash, decoding settings, data hash) and ``answers.jsonl``,
 appended batch by batch and synced, so an interrupted run resumes where it stopped: items already
 answered are never asked again (items whose answer failed are).
 """
@@ -10,7 +11,6 @@ answered are never asked again (items whose answer failed are).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import mimetypes
 import os
@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from gap.data._export import gap_version
 from gap.data._io import atomic_write_json, read_json
 from gap.data._progress import progress_bar
-from gap.errors import ConfigError, GapError, InputError, ModelError
+from gap.errors import ConfigError, GapError, ImageError, InputError, ModelError
 from gap.evaluate._items import ANSWERS_FILE, RUN_FILE, EvalItem, read_answers
 from gap.models.base import ChatMessage, ImageInput, VisionChatModel
 
@@ -58,100 +58,46 @@ def read_image(location: str) -> ImageInput:
         raise InputError(f"cannot read the image {location!r}: {exc.strerror or exc}") from exc
 
 
-def _picture(location: str) -> Any:
-    """The image at ``location`` as an RGB PIL image; an unreadable one is an :class:`InputError`."""
-    from PIL import Image, UnidentifiedImageError
-
-    image = read_image(location)
-    try:
-        with Image.open(io.BytesIO(image.data)) as opened:
-            return opened.convert("RGB")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputError(f"{location} is not an image this machine can decode: {exc}") from exc
-
-
 class LocalBatchAnswerer:
-    """A local VLM (plus an optional LoRA adapter) answering a whole batch in one ``generate`` call."""
+    """A local VLM (plus an optional LoRA adapter) answering a whole batch in one ``generate`` call.
+
+    It is the game's backend: :meth:`~gap.models.transformers_backend.TransformersModel.answer_batch`
+    builds the prompts, pads, generates and decodes for both, with no deadline here.
+    """
 
     def __init__(
         self, path: str, *, adapter: str | None = None, max_new_tokens: int = 128, device: str | None = None
     ) -> None:
-        self.path = path
-        self.adapter = adapter
-        self.max_new_tokens = max_new_tokens
-        self.device = device
-        self._loaded: tuple[Any, Any, str] | None = None
+        from gap.models.transformers_backend import TransformersModel
+
+        self.model = TransformersModel(
+            path, timeout=None, max_new_tokens=max_new_tokens, device=device, adapter=adapter
+        )
 
     @property
     def name(self) -> str:
-        return f"transformers:{self.path}"
-
-    def _load(self) -> tuple[Any, Any, str]:
-        if self._loaded is None:
-            from gap.models.transformers_backend import import_stack, load_processor, with_adapter
-
-            torch, transformers = import_stack()
-            device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-            try:
-                processor = load_processor(transformers, self.path)
-                model = transformers.AutoModelForImageTextToText.from_pretrained(self.path)
-            except Exception as exc:  # a missing folder or unknown architecture: an unusable spec
-                raise ConfigError(f"cannot load model {self.path!r}: {type(exc).__name__}: {exc}") from exc
-            if self.adapter:
-                model = with_adapter(model, self.adapter)
-            processor.tokenizer.padding_side = "left"  # right padding corrupts batched generation
-            self._loaded = (processor, model.to(device).eval(), device)
-        return self._loaded
+        return self.model.name
 
     def answer_batch(self, items: Sequence[EvalItem]) -> list[str | GapError]:
         """One ``generate`` call for the items whose image opens; the others get their error."""
+        from gap.models.transformers_backend import AnswerRequest
+
         results: list[str | GapError] = []
-        ready: list[tuple[int, Any]] = []
+        asked: list[tuple[int, AnswerRequest]] = []
         for index, item in enumerate(items):
             try:
-                ready.append((index, _picture(item.image)))
-                results.append(ModelError("not answered"))
+                request = AnswerRequest(read_image(item.image), [ChatMessage("user", item.question)])
             except GapError as exc:
                 results.append(exc)
-        if ready:
-            answers = self._generate([items[i] for i, _ in ready], [p for _, p in ready])
-            for (index, _), answer in zip(ready, answers, strict=True):
-                results[index] = answer
+            else:
+                asked.append((index, request))
+                results.append(ModelError("not answered"))
+        answers = self.model.answer_batch([request for _, request in asked]) if asked else []
+        for (index, _), answer in zip(asked, answers, strict=True):
+            if isinstance(answer, ImageError):  # name the file: the backend only saw its bytes
+                answer = ImageError(f"{items[index].image} is {answer.message}")
+            results[index] = answer
         return results
-
-    def _generate(self, items: Sequence[EvalItem], pictures: Sequence[Any]) -> list[str | GapError]:
-        import torch
-
-        from gap.models.transformers_backend import build_conversation
-
-        processor, model, device = self._load()
-        conversations = [
-            build_conversation(picture, [ChatMessage("user", item.question)], None)
-            for item, picture in zip(items, pictures, strict=True)
-        ]
-        try:
-            inputs = processor.apply_chat_template(
-                conversations,
-                add_generation_prompt=True,
-                tokenize=True,
-                return_dict=True,
-                return_tensors="pt",
-                processor_kwargs={"padding": True},
-            ).to(device)
-            config = model.generation_config
-            with torch.inference_mode():
-                output = model.generate(
-                    **inputs,
-                    do_sample=False,
-                    max_new_tokens=self.max_new_tokens,
-                    min_new_tokens=max(1, config.min_new_tokens or 0),
-                )
-        except Exception as exc:  # torch raises many unrelated types: the whole batch failed
-            error = ModelError(f"{self.name} failed on a batch: {type(exc).__name__}: {exc}")
-            return [error for _ in items]
-        width = inputs["input_ids"].shape[-1]
-        texts = processor.batch_decode(output[:, width:], skip_special_tokens=True)
-        return [text.strip() or ModelError("empty answer") for text in texts]
 
 
 class HttpAnswerer:

@@ -26,6 +26,8 @@ def load_model(spec: str, settings: Settings) -> VisionChatModel:
             timeout=settings.model_timeout,
             max_new_tokens=settings.max_new_tokens,
             adapter=settings.model_adapter,
+            batch_window=settings.model_batch_window_ms / 1000,
+            max_batch=settings.model_max_batch,
         )
     if sep and kind == "openai" and target and settings.model_adapter:
         raise ConfigError(

@@ -3,7 +3,8 @@
 torch and transformers are imported when the model is loaded, never when this module is imported, so
 the base install works without the ``local`` extra. Setup problems (extra missing, model not found)
 raise :class:`~gap.errors.ConfigError`; anything that goes wrong while answering raises
-:class:`~gap.errors.ModelError`, translated here at the boundary.
+:class:`~gap.errors.ModelError`, translated here at the boundary. Concurrent answers share batched
+``generate`` calls (:mod:`gap.models._batcher`); see docs/scale.md, "Local models batch".
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ import hashlib
 import io
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gap.errors import ConfigError, GapError, ModelError, ModelTimeout
+from gap.errors import ConfigError, GapError, ImageError, InputError, ModelError, ModelTimeout
+from gap.models._batcher import Batcher
 from gap.models.base import ChatMessage, ImageInput
 
 INSTALL_HINT = "pip install 'gap[local]'"
@@ -125,11 +128,15 @@ def with_adapter(model: Any, adapter: str) -> Any:
         raise ConfigError(f"cannot load the adapter {adapter!r}: {type(exc).__name__}: {exc}") from None
 
 
-def _decode_image(image: ImageInput) -> Any:
+def _open_image(image: ImageInput) -> Any:
+    """``image`` as an RGB PIL image; bytes PIL cannot decode are an :class:`ImageError`."""
     from PIL import Image
 
-    with Image.open(io.BytesIO(image.data)) as opened:
-        return opened.convert("RGB")
+    try:
+        with Image.open(io.BytesIO(image.data)) as opened:
+            return opened.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:  # UnidentifiedImageError: OSError
+        raise ImageError(f"not an image this machine can decode ({type(exc).__name__}: {exc})") from exc
 
 
 def build_conversation(
@@ -168,22 +175,39 @@ def _accepts_system_role(processor: Any) -> bool:
     return True
 
 
+@dataclass(frozen=True, slots=True)
+class AnswerRequest:
+    """One question for :meth:`TransformersModel.answer_batch`: what ``answer`` takes, and a deadline."""
+
+    image: ImageInput
+    messages: list[ChatMessage]
+    system: str | None = None
+    deadline: float | None = None
+    """``time.monotonic()`` after which the answer is of no use; None: no limit."""
+
+
 class TransformersModel:
     """A VLM loaded with ``AutoProcessor`` and ``AutoModelForImageTextToText``, answering greedily.
 
-    Loading happens on :meth:`load` or on the first :meth:`answer`. One lock serialises loading and
-    generation, so the object can be shared by FastAPI's thread pool; a caller waiting for the lock
-    spends its own ``timeout``. ``device`` defaults to CUDA when available, else CPU.
+    Concurrent :meth:`answer` calls are gathered by one worker thread into batched ``generate`` calls
+    (up to ``max_batch`` requests, waiting ``batch_window`` seconds after the first for company; left
+    padding), so 8 players asking at once cost little more than one. :meth:`answer_batch` is the one
+    generation path, used by that worker and by `gap eval answer`. A lock serialises loading and
+    generation. ``timeout`` (None: no limit) counts from the call, queueing included; a caller whose
+    time ran out before its batch started is dropped from it. ``device`` defaults to CUDA when
+    available, else CPU.
     """
 
     def __init__(
         self,
         path_or_hub_id: str,
         *,
-        timeout: float,
+        timeout: float | None,
         max_new_tokens: int,
         device: str | None = None,
         adapter: str | None = None,
+        batch_window: float = 0.005,
+        max_batch: int = 8,
     ) -> None:
         self.path_or_hub_id = path_or_hub_id
         self.adapter = adapter
@@ -195,6 +219,9 @@ class TransformersModel:
         self._lock = threading.Lock()
         self._loaded: tuple[Any, Any, str] | None = None
         self._system_in_user = False
+        self.batcher: Batcher[AnswerRequest, str] = Batcher(
+            self.answer_batch, window_s=batch_window, max_batch=max_batch, name="gap-model-batcher"
+        )
 
     @property
     def name(self) -> str:
@@ -222,6 +249,7 @@ class TransformersModel:
         if self.adapter:
             model = with_adapter(model, self.adapter)
         model.to(device).eval()
+        processor.tokenizer.padding_side = "left"  # right padding corrupts batched generation
         self._system_in_user = not _accepts_system_role(processor)
         self._loaded = (processor, model, device)
         return self._loaded
@@ -235,41 +263,90 @@ class TransformersModel:
         return text
 
     def answer(self, image: ImageInput, messages: list[ChatMessage], system: str | None = None) -> str:
-        started = time.monotonic()
-        if not self._lock.acquire(timeout=self.timeout):
-            raise ModelTimeout(f"{self.name} stayed busy with other answers for {self.timeout:g} s")
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        future = self.batcher.submit(AnswerRequest(image, messages, system, deadline))
         try:
+            return future.result(timeout=self.timeout)
+        except TimeoutError:
+            if future.cancel():  # never started: it leaves the queue without costing the model anything
+                busy = f"{self.name} stayed busy with other answers for {self.timeout:g} s"
+                raise ModelTimeout(busy) from None
+            raise ModelTimeout(f"{self.name} wrote no answer within {self.timeout:g} s") from None
+        except InputError as exc:  # e.g. bytes that are no image: for the game, the model failed to answer
+            raise ModelError(f"{self.name} failed to answer: {exc}") from exc
+
+    def answer_batch(self, requests: Sequence[AnswerRequest]) -> list[str | GapError]:
+        """An answer or an error per request, in order: one ``generate`` call for every request whose
+        image opens and whose deadline has not passed (the others get their own error)."""
+        with self._lock:
             processor, model, device = self._load_locked()
-            with _map_generation_errors(self.name):
-                return self._generate(processor, model, device, image, messages, system, started)
-        finally:
-            self._lock.release()
+            results: list[str | GapError] = [ModelError("not answered")] * len(requests)
+            ready: list[tuple[int, list[dict[str, Any]]]] = []
+            for index, request in enumerate(requests):
+                try:
+                    if request.deadline is not None and time.monotonic() >= request.deadline:
+                        raise ModelTimeout(f"{self.name} ran out of time before generating")
+                    picture = _open_image(request.image)
+                    conversation = build_conversation(
+                        picture, request.messages, request.system, system_in_user=self._system_in_user
+                    )
+                except GapError as exc:
+                    results[index] = exc
+                else:
+                    ready.append((index, conversation))
+            if ready:
+                deadlines = [requests[index].deadline for index, _ in ready]
+                answers = self._generate(processor, model, device, [c for _, c in ready], deadlines)
+                for (index, _), answer in zip(ready, answers, strict=True):
+                    results[index] = answer
+            return results
 
     def _generate(
         self,
         processor: Any,
         model: Any,
         device: str,
-        image: ImageInput,
-        messages: list[ChatMessage],
-        system: str | None,
-        started: float,
-    ) -> str:
+        conversations: list[list[dict[str, Any]]],
+        deadlines: list[float | None],
+    ) -> list[str | GapError]:
+        """One ``generate`` call for ``conversations``; if it fails, each alone, so only a culprit fails."""
+        try:
+            with _map_generation_errors(self.name):
+                return self._generate_batch(processor, model, device, conversations, deadlines)
+        except ModelError as exc:
+            if len(conversations) == 1:
+                return [exc]
+        return [
+            self._generate(processor, model, device, [conversation], [deadline])[0]
+            for conversation, deadline in zip(conversations, deadlines, strict=True)
+        ]
+
+    def _generate_batch(
+        self,
+        processor: Any,
+        model: Any,
+        device: str,
+        conversations: list[list[dict[str, Any]]],
+        deadlines: list[float | None],
+    ) -> list[str | GapError]:
         import torch
 
-        conversation = build_conversation(
-            _decode_image(image), messages, system, system_in_user=self._system_in_user
-        )
         inputs = processor.apply_chat_template(
-            conversation,
+            conversations,
             add_generation_prompt=True,
             tokenize=True,
             return_dict=True,
             return_tensors="pt",
+            processor_kwargs={"padding": True},
         ).to(device)
-        remaining = self.timeout - (time.monotonic() - started)
-        if remaining <= 0:
-            raise ModelTimeout(f"{self.name} ran out of its {self.timeout:g} s before generating")
+        limits: dict[str, float] = {}
+        if all(deadline is not None for deadline in deadlines):
+            # the batch runs for its latest caller; the others stop waiting at their own deadline
+            remaining = max(d for d in deadlines if d is not None) - time.monotonic()
+            if remaining <= 0:
+                timeout = ModelTimeout(f"{self.name} ran out of time before generating")
+                return [timeout for _ in conversations]
+            limits["max_time"] = remaining
         config = model.generation_config
         with torch.inference_mode():
             output = model.generate(
@@ -278,12 +355,18 @@ class TransformersModel:
                 max_new_tokens=self.max_new_tokens,
                 # the model's own minimum wins (the tiny model forces a few tokens); otherwise at least one
                 min_new_tokens=max(1, config.min_new_tokens or 0),
-                max_time=remaining,
+                **limits,
             )
-        new_tokens = output[0, inputs["input_ids"].shape[-1] :]
-        text = str(processor.decode(new_tokens, skip_special_tokens=True)).strip()
+        new_tokens = output[:, inputs["input_ids"].shape[-1] :]
+        texts = processor.batch_decode(new_tokens, skip_special_tokens=True)
+        return [
+            self._text_or_error(str(text).strip(), deadline, new_tokens.shape[-1])
+            for text, deadline in zip(texts, deadlines, strict=True)
+        ]
+
+    def _text_or_error(self, text: str, deadline: float | None, tokens: int) -> str | GapError:
         if text:
             return text
-        if time.monotonic() - started >= self.timeout:
-            raise ModelTimeout(f"{self.name} wrote no text within {self.timeout:g} s")
-        raise ModelError(f"{self.name} returned an empty answer ({new_tokens.shape[-1]} special tokens only)")
+        if deadline is not None and time.monotonic() >= deadline:
+            return ModelTimeout(f"{self.name} wrote no text in time")
+        return ModelError(f"{self.name} returned an empty answer ({tokens} special tokens only)")
