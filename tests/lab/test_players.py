@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import random
 import subprocess
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
@@ -205,11 +207,9 @@ def test_players_play_whole_sessions_through_the_real_game(game: Game) -> None:
     careful = frame[frame["kind"] == "careful"]
     accurate = (careful["verdict"] == "wrong") != careful["model_right"]
     assert len(careful) >= 30 and accurate.mean() > 0.7, accurate.mean()
-    assert (
-        set(frame["qtype"]) <= set(world.QUESTION_TYPES)
-        and frame["tainted"].any()
-        and (~frame["tainted"]).any()
-    )
+    assert set(frame["qtype"]) <= set(world.QUESTION_TYPES)
+    assert frame["tainted"].any() and not frame["tainted"].all()
+    assert frame["sharp"].any() and not frame["sharp"].all()  # rushed or tired questions happen
 
 
 def test_play_fails_clearly_without_a_server() -> None:
@@ -220,3 +220,29 @@ def test_play_fails_clearly_without_a_server() -> None:
                 f"http://127.0.0.1:{free_port()}", [], people, sessions_per_player=1, concurrency=1, seed=0
             )
         )
+
+
+def test_focus_falls_with_time_and_fatigue() -> None:
+    assert lab_players.focus(0.0, 1) > lab_players.focus(0.9, 1) > lab_players.focus(0.9, 10) > 0.2
+    assert lab_players.focus(0.0, 1) == pytest.approx(1 / (1 + math.exp(-lab_players.FOCUS["intercept"])))
+
+
+def test_true_effects_recover_a_known_time_and_fatigue_effect() -> None:
+    """On a log whose model errors follow equation 5 with g = 1, f = 0.2, the truth fit finds them."""
+    rng = np.random.default_rng(0)
+    turns = []
+    for i in range(4000):
+        t, index = float(rng.uniform(0, 120)), int(rng.integers(1, 11))
+        wrong = rng.random() < 1 / (1 + math.exp(-(0.5 - 1.0 * t / 120 - 0.2 * (index - 1))))
+        tainted = i % 5 == 0  # left out: instructed answers are another process
+        turns.append(
+            lab_players.PlayedTurn(
+                f"t{i}", f"p{i % 40}", f"s{i % 60}", tainted, "colour", "q", "a", not wrong or tainted,
+                "wrong", None, t, index,
+            )
+        )  # fmt: skip
+    effects = lab_players.true_effects(PlayLog(turns))
+    assert effects["identified"] and effects["turns"] == 3200
+    assert effects["coef"]["time"] == pytest.approx(1.0, abs=3 * effects["se"]["time"])
+    assert effects["coef"]["fatigue"] == pytest.approx(0.2, abs=3 * effects["se"]["fatigue"])
+    assert effects["se"]["fatigue"] < 0.05

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -33,6 +34,7 @@ import pandas as pd
 
 from gap.errors import GameServerError, InputError
 from gap.lab.world import QUESTION_TYPES, Scene, is_right, png_bytes, questions, sample_question, wrong_answer
+from gap.quality import PlayerModel
 from gap.quality._simulate import KINDS
 
 DEFAULT_MIX: dict[str, float] = {"careful": 0.87, "careless": 0.10, "spammer": 0.03}
@@ -46,6 +48,11 @@ CORRECTION_TRUTH = {"careless": 0.5, "spammer": 0.0}
 """Careless players' corrections are true half the time, spammers' never (careful: Beta(18, 2))."""
 RETRIES = 5
 """Attempts per request on connection errors and 429s before the run fails."""
+FOCUS = {"intercept": 2.0, "time": 1.5, "fatigue": 0.15}
+"""P(a question is sharp) = sigmoid(intercept - time * t - fatigue * n), t the share of the round
+used, n the images already played in the session: a sharp question is of the type the player's
+bandit picks, any other of a type drawn at random. Rushed and tired players probe worse, which is
+the time and fatigue effect of the player model (equation 5); :func:`true_effects` measures it."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,12 @@ def population(n: int, seed: int, *, mix: dict[str, float] | None = None) -> lis
     return players
 
 
+def focus(t: float, image_index: int) -> float:
+    """P(a question is sharp) at share ``t`` of the round on the ``image_index``-th image (1-based)."""
+    eta = FOCUS["intercept"] - FOCUS["time"] * t - FOCUS["fatigue"] * max(0, image_index - 1)
+    return 1.0 / (1.0 + math.exp(-eta))
+
+
 def rates_at(player: PlayerSpec, image_index: int) -> tuple[float, float]:
     """The player's (a, b) on the ``image_index``-th image (1-based) of a session: the truth of fatigue."""
     keep = (1.0 - player.fatigue) ** max(0, image_index - 1)
@@ -145,6 +158,8 @@ class PlayedTurn:
     truth: str = ""
     """The question's true answer."""
     session_id: str = ""
+    sharp: bool = True
+    """Whether the question's type was the bandit's pick (see :data:`FOCUS`)."""
 
 
 @dataclass
@@ -164,6 +179,32 @@ class PlayLog:
     def read(cls, path: Path) -> PlayLog:
         lines = path.read_text(encoding="utf-8").splitlines()
         return cls([PlayedTurn(**json.loads(line)) for line in lines if line.strip()])
+
+
+def true_effects(log: PlayLog, *, round_seconds: float = 120.0) -> dict[str, Any]:
+    """The player model (equation 5) fitted on the truth: the untainted turns of ``log``, success =
+    the model's answer was wrong, t from the players' clock. A fit from verdicts should recover it."""
+    frame = log.to_frame()
+    frame = frame[~frame["tainted"].astype(bool)]
+    if frame.empty:
+        raise InputError("the play log has no untainted turns to fit the player model on")
+    turns = pd.DataFrame(
+        {
+            "player_id": frame["player_id"],
+            "image_id": frame["scene_id"],
+            "elapsed_s": frame["elapsed_s"],
+            "round_index": frame["image_index"],
+        }
+    )
+    model = PlayerModel(round_seconds=round_seconds).fit(turns, ~frame["model_right"].astype(bool))
+    return {
+        "coef": {name: float(value) for name, value in model.coef_.items()},
+        "se": {name: float(value) for name, value in model.se_.items()},
+        "identified": model.identified_,
+        "not_identified": model.not_identified_,
+        "turns": len(turns),
+        "focus": dict(FOCUS),
+    }
 
 
 class _Api:
@@ -248,7 +289,8 @@ class _Player:
             clock += think
             if self.think_time_s > 0:
                 await asyncio.sleep(self.think_time_s * think / self.think_seconds)
-            qtype = self.bandit.choose(self.rng, available)
+            sharp = self.rng.random() < focus(clock / self.round_seconds, index)
+            qtype = self.bandit.choose(self.rng, available) if sharp else self.rng.choice(available)
             question = sample_question(scene, qtype, self.rng, exclude=asked)
             asked.add(question.text)
             response = await self.api.call(
@@ -293,6 +335,7 @@ class _Player:
                     image_index=index,
                     truth=question.answer,
                     session_id=session_id,
+                    sharp=sharp,
                 )
             )
             if says_wrong:
