@@ -1,10 +1,12 @@
-"""Text that every database and encoder accepts: no NUL characters, no lone surrogates."""
+"""Text that every database and encoder accepts (no NUL characters, no lone surrogates), and the one
+normal form of a question."""
 
 from __future__ import annotations
 
 import re
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_SPACES = re.compile(r"\s+")
 
 
 def text_problem(value: str) -> str | None:
@@ -22,3 +24,8 @@ def clean_text(value: str) -> str:
     File names decoded with ``surrogateescape`` (undecodable bytes on Linux) land here too.
     """
     return _SURROGATE.sub("\ufffd", value.replace("\x00", ""))
+
+
+def normalise_question(value: str) -> str:
+    """Lower case, single spaces, no trailing punctuation: "What colour?" == "what  colour"."""
+    return _SPACES.sub(" ", value.lower()).strip().rstrip("?!. ")

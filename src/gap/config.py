@@ -145,6 +145,11 @@ class Settings(BaseSettings):
         description="Combine verdicts on one question: `exact` text, `embedding` near-duplicates, or `none`.",
     )
     max_question_chars: int = Field(default=500, ge=1, description="Longest question a player may ask.")
+    hints: bool = Field(
+        default=False,
+        description="Question hints: a stuck player may ask once per round for a question the reference "
+        "model (else the game's model) suggests from the image; hinted questions are marked.",
+    )
     max_body_bytes: int = Field(
         default=65536, ge=1024, description="Largest request body (JSON, forms); larger ones get 413."
     )

@@ -117,6 +117,7 @@ def fit(
     """
     from gap.quality import PlayerModel
     from gap.quality._pipeline import fit_quality, output_format, read_turns
+    from gap.quality._report import kept_by_hint_text
     from gap.services.quality import reliability_estimator
     from gap.services.rounds import turns_of_round
 
@@ -140,6 +141,9 @@ def fit(
         f"kept {s['n_kept']} of {s['n_candidates']} untainted Wrong verdicts at theta={chosen:.2f}; "
         f"pi={s['reliability']['pi']:.3f}"
     )
+    hint_line = kept_by_hint_text(s["kept_by_hint"])
+    if hint_line:
+        console.print(hint_line)
     for path in paths:
         typer.echo(str(path))
 

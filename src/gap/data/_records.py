@@ -65,6 +65,8 @@ class Provenance:
     referenced_at: str | None = None
     turn_ids: tuple[str, ...] = ()
     """Database turns behind the record: the kept one first, then any merged into it."""
+    hinted: bool = False
+    """The kept question was the round's suggested question (`GAP_HINTS`), asked as suggested."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +133,7 @@ class Record:
                 "judged_at": prov.judged_at,
                 "referenced_at": prov.referenced_at,
                 "turn_ids": list(prov.turn_ids),
+                "hinted": prov.hinted,
             },
         }
 
@@ -159,6 +162,7 @@ class Record:
                 judged_at=prov.get("judged_at"),
                 referenced_at=prov.get("referenced_at"),
                 turn_ids=tuple(prov.get("turn_ids", ())),
+                hinted=bool(prov.get("hinted", False)),
             )
             return cls(
                 id=str(data["id"]),

@@ -27,6 +27,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from gap._text import normalise_question
+
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -177,8 +179,27 @@ class Turn(Base):
         ForeignKey("collection_rounds.id"), default=None, index=True
     )
     """Its session's round of collection (kept on the turn so exports filter without a join)."""
+    hinted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    """The question is its round's hint (`GAP_HINTS`), up to case, spaces and end punctuation."""
 
     round: Mapped[Round] = relationship(back_populates="turns")
+
+
+class RoundHint(Base):
+    """The one suggested question of a round (`GAP_HINTS`). A row with no ``text`` is a hint being
+    written: the first request claims the round, so a double tap asks the model once."""
+
+    __tablename__ = "round_hints"
+
+    round_id: Mapped[str] = mapped_column(ForeignKey("rounds.id", ondelete="CASCADE"), primary_key=True)
+    text: Mapped[str | None] = mapped_column(Text, default=None)
+    model: Mapped[str | None] = mapped_column(Text, default=None)
+    asked_at: Mapped[datetime]
+    written_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    def matches(self, question: str) -> bool:
+        """Whether ``question`` is this hint, up to case, spaces and end punctuation."""
+        return bool(self.text) and normalise_question(self.text or "") == normalise_question(question)
 
 
 class PointsEntry(Base):

@@ -45,6 +45,24 @@ def keep_mask(
     return cand & (p >= theta)
 
 
+def kept_by_hint(turns: pd.DataFrame, kept: npt.ArrayLike) -> dict[str, dict[str, float]]:
+    """Kept untainted Wrongs per untainted question, for hinted and unhinted questions apart.
+
+    ``{"hinted": {"kept": k, "questions": n, "rate": k / n}, "unhinted": {...}}`` from the table's
+    ``hinted`` column (0/1, `GAP_HINTS`); empty when the table has none. ``rate`` is NaN for no question.
+    """
+    if "hinted" not in turns.columns:
+        return {}
+    keep = np.asarray(kept, dtype=bool)
+    untainted = encode_turns(turns).untainted
+    hinted = pd.to_numeric(turns["hinted"], errors="coerce").fillna(0).to_numpy() > 0
+    split: dict[str, dict[str, float]] = {}
+    for name, rows in (("hinted", untainted & hinted), ("unhinted", untainted & ~hinted)):
+        n, k = int(rows.sum()), int((keep & rows).sum())
+        split[name] = {"kept": k, "questions": n, "rate": k / n if n else float("nan")}
+    return split
+
+
 def kept_rate_curve(p_candidates: npt.ArrayLike, thetas: npt.ArrayLike) -> FloatArray:
     """Share of candidate turns kept at each theta (for the report's kept-rate plot)."""
     p = np.sort(np.asarray(p_candidates, dtype=np.float64))

@@ -15,6 +15,7 @@ import pandas as pd
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
+from gap._text import normalise_question
 from gap.errors import ConfigError, InputError
 from gap.quality._table import EncodedTurns, IntArray
 
@@ -22,10 +23,8 @@ Embedder = Callable[[Sequence[str]], npt.NDArray[np.floating]]
 
 
 def normalise_questions(values: pd.Index) -> pd.Index:
-    """Lower case, single spaces, no trailing punctuation: "What colour?" == "what  colour"."""
-    text = pd.Series(values.astype(str))
-    text = text.str.lower().str.replace(r"\s+", " ", regex=True).str.strip().str.rstrip("?!. ")
-    return pd.Index(text)
+    """:func:`gap._text.normalise_question` of each: "What colour?" == "what  colour"."""
+    return pd.Index([normalise_question(value) for value in values.astype(str)])
 
 
 def default_embedder(texts: Sequence[str]) -> npt.NDArray[np.floating]:

@@ -21,7 +21,7 @@ import gap
 from gap._fs import file_mode
 from gap.errors import InputError
 from gap.game.rules import POINTS_PER_CATCH
-from gap.quality._filter import DEFAULT_THETA, keep_mask
+from gap.quality._filter import DEFAULT_THETA, keep_mask, kept_by_hint
 from gap.quality._player_model import PlayerModel
 from gap.quality._reliability import ReliabilityEstimator
 from gap.quality._table import (
@@ -40,7 +40,8 @@ class QualityResult:
     """Outputs of :func:`fit_quality`."""
 
     turns: pd.DataFrame
-    """``turn_id``, ``player_id``, ``image_id``, ``pool``, ``verdict``, ``p_wrong``, ``kept``."""
+    """``turn_id``, ``player_id``, ``image_id``, ``pool``, ``verdict``, ``p_wrong``, ``kept`` (and
+    ``hinted`` when the input has it)."""
     players: pd.DataFrame
     """``player_id``, ``a``, ``b``, ``informedness`` (a - b), counts, ``points``, ``ability``,
     ``ability_se``."""
@@ -128,6 +129,10 @@ def fit_quality(
             "kept": kept,
         }
     )
+    if "hinted" in turns.columns:
+        out_turns["hinted"] = (
+            pd.to_numeric(turns["hinted"], errors="coerce").fillna(0).astype(np.int8).to_numpy()
+        )
 
     players = est.players_.copy()
     players["points"] = np.bincount(enc.player, value, minlength=n_players)
@@ -195,6 +200,7 @@ def fit_quality(
             "loss_history": est.loss_history_,
         },
         "player_model": model_summary,
+        "kept_by_hint": kept_by_hint(turns, kept),
     }
     return QualityResult(
         turns=out_turns,

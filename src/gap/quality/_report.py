@@ -50,6 +50,18 @@ def _fmt(value: object, spec: str = ".3f") -> str:
     return format(value, spec)
 
 
+def kept_by_hint_text(split: dict[str, dict[str, float]]) -> str:
+    """The report's line on hinted and unhinted questions ("" when the turns had no ``hinted``)."""
+    if not split:
+        return ""
+    parts = [
+        f"{name} {_fmt(float(row['rate']) if row['questions'] else None)} "
+        f"({int(row['kept'])} of {int(row['questions'])})"
+        for name, row in split.items()
+    ]
+    return "kept untainted Wrongs per untainted question: " + ", ".join(parts)
+
+
 def summary_text(result: QualityResult) -> str:
     """The summary a human reads first: counts, pi, the filter, players, the player model."""
     s = result.summary
@@ -71,6 +83,9 @@ def summary_text(result: QualityResult) -> str:
         f"players: median a {_fmt(players['a'].median())}, median b {_fmt(players['b'].median())}, "
         f"{low} with informedness a - b < 0.2",
     ]
+    hint_line = kept_by_hint_text(s.get("kept_by_hint") or {})
+    if hint_line:
+        lines.append(hint_line)
     model = s.get("player_model")
     if model and not model.get("identified", True):
         lines.append(

@@ -28,7 +28,7 @@ from gap.config import Settings
 from gap.db.models import GameSession, Image, Player, QualityFit, Round, Turn
 from gap.errors import GapError
 from gap.game import Pool
-from gap.quality import ConvergenceWarning, keep_mask
+from gap.quality import ConvergenceWarning, keep_mask, kept_by_hint
 from gap.services.quality import DatabaseFit, fit_database
 from gap.services.rounds import fooled_rates
 
@@ -281,6 +281,8 @@ class QualityView:
     fooled_by_round: dict[str, list[float]] = field(default_factory=dict)
     """Per round of collection: [kept, untainted questions, rate, low, high] (the model-fooled rate
     with its Wilson 95 % interval, :func:`gap.services.rounds.fooled_rates`)."""
+    kept_by_hint: dict[str, list[float]] = field(default_factory=dict)
+    """``hinted`` and ``unhinted`` (`GAP_HINTS`): [kept untainted Wrongs, untainted questions]."""
     image_errors: dict[str, list[float]] = field(default_factory=dict)
     """Per untainted image id: [expected real model errors (the sum of P(model wrong) over its judged
     questions), judged questions]; what the `weakest` image policy samples from."""
@@ -338,6 +340,9 @@ def view_of_fit(fit: DatabaseFit | None, *, theta: float) -> QualityView:
         candidate_posteriors=[float(v) for v in np.asarray(posterior)[cand]],
         difficulty=difficulty,
         image_errors=image_errors,
+        kept_by_hint={
+            name: [row["kept"], row["questions"]] for name, row in kept_by_hint(turns, kept).items()
+        },
         fooled_by_round={
             str(n): [r.kept, r.questions, r.rate, r.low, r.high]
             for n, r in (

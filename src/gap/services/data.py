@@ -258,6 +258,7 @@ def _record(turn: Turn, ref: _Reference, posterior: float, theta: float, images_
         judged_at=_iso(turn.judged_at),
         referenced_at=_iso(ref.at),
         turn_ids=(turn.id,),
+        hinted=turn.hinted,
     )
     return Record(
         id=turn.id,

@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from gap.db.engine import reading, transaction
-from gap.db.models import CollectionRound, GameSession, Image, Round, Turn
+from gap.db.models import CollectionRound, GameSession, Image, Round, RoundHint, Turn
 from gap.errors import (
     AlreadyJudged,
     AwaitingVerdict,
@@ -92,6 +92,8 @@ class GameContext:
     """Fills a new session's untainted slots (`GAP_IMAGE_POLICY`); None: uniformly."""
     round_models: RoundModels | None = None
     """The models of rounds of collection (`gap rounds`), by spec and adapter; None: ``model`` only."""
+    hints: bool = False
+    """`GAP_HINTS`: a question equal to its round's hint is marked ``hinted`` (:mod:`gap.services.hints`)."""
 
     def random(self) -> random.Random:
         # Unpredictable draws in production; tests pass a seeded generator.
@@ -431,6 +433,7 @@ def _open_turn(ctx: GameContext, player_id: str, round_id: str, question: str) -
                 asked_at=now,
                 elapsed_s=(now - rnd.started_at).total_seconds(),
                 collection_round=rnd.session.collection_round,
+                hinted=ctx.hints and _is_hint(db, rnd.id, question),
             )
             db.add(turn)
             db.flush()
@@ -460,6 +463,11 @@ def _open_turn(ctx: GameContext, player_id: str, round_id: str, question: str) -
         system=prompt.system,
         round_model=round_model,
     )
+
+
+def _is_hint(db: Session, round_id: str, question: str) -> bool:
+    hint = db.get(RoundHint, round_id)
+    return hint is not None and hint.matches(question)
 
 
 def _lost(turn: Turn, ctx: GameContext, now: datetime) -> bool:

@@ -42,6 +42,7 @@ TURN_COLUMNS = (
     "question_index",
     "question",
     "collection_round",
+    "hinted",
 )
 _TOLERANCE = 1e-9
 SETTLE_LOCK_KEY = 0x6761_7073  # "gaps": the advisory lock every settlement takes on PostgreSQL
@@ -52,8 +53,9 @@ def export_turns(factory: sessionmaker[Session], *, collection_round: int | None
 
     ``pool`` is the round's pool, ``round_index`` the image's 1-based place in the session,
     ``question_index`` the turn's 1-based place in the round, ``collection_round`` the round of
-    collection (`gap rounds`; empty before any). Turns still awaiting a verdict are left out;
-    ``collection_round`` keeps only that round's.
+    collection (`gap rounds`; empty before any), ``hinted`` 1 when the question was the round's hint
+    (`GAP_HINTS`). Turns still awaiting a verdict are left out; ``collection_round`` keeps only that
+    round's.
     """
     stmt = (
         select(
@@ -69,6 +71,7 @@ def export_turns(factory: sessionmaker[Session], *, collection_round: int | None
             Turn.index,
             Turn.question,
             Turn.collection_round,
+            Turn.hinted,
         )
         .join(Round, Turn.round_id == Round.id)
         .join(GameSession, Round.session_id == GameSession.id)
@@ -94,6 +97,7 @@ def export_turns(factory: sessionmaker[Session], *, collection_round: int | None
             "question_index": np.int64,
             "question": str,
             "collection_round": "Int64",
+            "hinted": np.int8,
         }
     )
 

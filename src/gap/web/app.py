@@ -22,6 +22,7 @@ from gap.game import GameRules
 from gap.models.base import VisionChatModel
 from gap.models.gate import model_gate
 from gap.services.game import Clock, GameContext, utcnow
+from gap.services.hints import hints_for
 from gap.services.image_policy import untainted_picker
 from gap.services.rounds import RoundModels, round_model_loader
 from gap.web.errors import install_error_handlers
@@ -33,6 +34,7 @@ from gap.web.routes import (
     api_docs,
     auth,
     health,
+    hints,
     images,
     leaderboard,
     me,
@@ -110,6 +112,7 @@ def create_app(
         pick_untainted=untainted_picker(settings),
         round_models=RoundModels(round_model_loader(settings, get_model)),
         gate=model_gate(get_model, settings, on_answer=metrics.model_answered),
+        hints=settings.hints,
     )
 
     @asynccontextmanager
@@ -127,6 +130,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.context = context
+    app.state.hints = hints_for(settings, context)
     app.state.metrics = metrics
     app.state.templates = Jinja2Templates(directory=HERE / "templates")
     install_error_handlers(app)
@@ -135,7 +139,8 @@ def create_app(
     )
     app.add_middleware(RateLimits, rules=rules_from(settings), limiter=make_limiter(settings.redis_url))
     app.add_middleware(RequestMetrics, metrics=metrics)
-    for module in (auth, me, ranks, sessions, rounds, leaderboard, images, pages, admin, api_docs, health):
+    routes = (auth, me, ranks, sessions, rounds, hints, leaderboard, images, pages, admin, api_docs, health)
+    for module in routes:
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     return app

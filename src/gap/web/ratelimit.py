@@ -1,6 +1,6 @@
 """Rate limits at the edge: sign-ups and admin logins per client IP, questions per player.
 
-The model is the expensive part, so questions are limited per bearer token (one player), sign-ups
+The model is the expensive part, so questions (and hints) are limited per bearer token (one player), sign-ups
 (guest and Telegram) and admin login attempts per IP. Counts live in this process by default; with
 ``GAP_REDIS_URL`` every replica shares them through Redis (the ``limits`` library, moving windows).
 A refused request gets 429 with a JSON message and ``Retry-After``.
@@ -55,7 +55,7 @@ def rules_from(settings: Settings) -> list[Rule]:
         Rule(
             "questions",
             "POST",
-            re.compile(r"^/api/rounds/[^/]+/questions$"),
+            re.compile(r"^/api/rounds/[^/]+/(questions|hint)$"),  # one budget: both ask the model
             "player",
             _parse("questions", settings.rate_questions),
         ),

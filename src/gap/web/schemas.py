@@ -72,6 +72,10 @@ class AnswerOut(BaseModel):
     answer: str
 
 
+class HintOut(BaseModel):
+    hint: str = Field(description="A suggested question; asked as it is, its turn is marked hinted.")
+
+
 class VerdictIn(BaseModel):
     verdict: Literal["correct", "wrong"]
     correction: str | None = Field(

@@ -214,6 +214,7 @@ def dashboard(request: Request, settings: AppSettings, ctx: Context) -> HTMLResp
             "top": dash.top_images(images, quality),
             "recent": recent,
             "campaigns": campaigns,
+            "hints": settings.hints,
             "reliability_n": len(reliability),
             "reliability_model": model_based,
             "formats": EXPORT_FORMATS,

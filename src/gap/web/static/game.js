@@ -352,6 +352,31 @@ async function ask(event) {
   }
 }
 
+/** The round's suggested question (hints on: the page has a Hint button), put in the question box
+ *  for the player to ask as it is or to change. The server gives one per picture, always the same. */
+async function hint() {
+  if (!state.round || state.busy || $("ask-form").hidden) return;
+  const round = state.round;
+  state.busy = true;
+  $("hint").disabled = true;
+  error("");
+  try {
+    const r = await api("POST", `/api/rounds/${round.round_id}/hint`, undefined, { timeout: ASK_TIMEOUT_MS });
+    if (state.round && state.round.round_id === round.round_id) {
+      $("question").value = r.hint;
+      checkLength($("question"));
+      $("question").focus();
+    }
+  } catch (e) {
+    if (handleAuthLoss(e)) return;
+    error(e.message, e.kind === "network" || e.status >= 500 ? hint : null);
+    if (e.status === 409) await reload().catch(() => {});
+  } finally {
+    state.busy = false;
+    $("hint").disabled = false;
+  }
+}
+
 async function retryAsk() {
   error("");
   try {
@@ -534,6 +559,7 @@ function onKey(e) {
   else if (playing && key === "w" && !$("verdict").hidden) { e.preventDefault(); openCorrection(); }
   else if (playing && key === "z") { e.preventDefault(); if ($("zoom").hidden) openZoom(); else closeZoom(); }
   else if (playing && (key === "/" || key === "q") && !$("ask-form").hidden) { e.preventDefault(); $("question").focus(); }
+  else if (playing && key === "h" && $("hint") && !$("ask-form").hidden) { e.preventDefault(); hint(); }
   else if (key === "enter" && !$("lobby").hidden) { e.preventDefault(); start(); }
   else if (key === "enter" && !$("end").hidden) { e.preventDefault(); start(); }
 }
@@ -633,6 +659,7 @@ function wire() {
   $("start").addEventListener("click", start);
   $("again").addEventListener("click", start);
   $("ask-form").addEventListener("submit", ask);
+  if ($("hint")) $("hint").addEventListener("click", hint);
   for (const id of ["question", "correction"]) $(id).addEventListener("input", () => checkLength($(id)));
   $("correct").addEventListener("click", () => judge("correct"));
   $("wrong").addEventListener("click", openCorrection);
