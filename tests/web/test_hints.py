@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fixtures.game import ManualClock, assert_no_leak, login, seed_images
+from fixtures.hints import HintingModel
 from gap.cli import app
 from gap.config import Settings, get_settings
 from gap.data import read_records
@@ -32,27 +33,6 @@ from gap.services.quality import DatabaseFit, export_turns, reliability_estimato
 
 pytestmark = pytest.mark.db
 
-SUGGESTION = '"How many cups are on the table?"'
-
-
-@dataclass
-class ScriptedModel:
-    """Answers questions with a fixed sentence and hint requests with :data:`SUGGESTION`; keeps every
-    call, to show what reached the model."""
-
-    calls: list[tuple[list[ChatMessage], str | None]] = field(default_factory=list)
-
-    @property
-    def name(self) -> str:
-        return "scripted"
-
-    def answer(self, image: ImageInput, messages: list[ChatMessage], system: str | None = None) -> str:
-        self.calls.append((list(messages), system))
-        return SUGGESTION if messages[-1].text == HINT_PROMPT else "There are two cups."
-
-    def hint_calls(self) -> list[tuple[list[ChatMessage], str | None]]:
-        return [c for c in self.calls if c[0][-1].text == HINT_PROMPT]
-
 
 def factory_of(settings: Settings) -> Any:
     return make_sessionmaker(make_engine(settings.resolved_database_url))
@@ -60,7 +40,7 @@ def factory_of(settings: Settings) -> Any:
 
 def test_hints_are_off_by_default(settings: Settings, make_client: Any) -> None:
     seed_images(settings)
-    model = ScriptedModel()
+    model = HintingModel()
     client = make_client(model, rng=random.Random(0))
     auth = login(client)
     round_id = client.post("/api/sessions", headers=auth).json()["round"]["round_id"]
@@ -76,7 +56,7 @@ def test_a_hint_comes_from_the_model_once_per_round_and_marks_its_turn(
     settings: Settings, make_client: Any, clock: ManualClock, tmp_path: Path
 ) -> None:
     seed_images(settings)
-    model = ScriptedModel()
+    model = HintingModel()
     client = make_client(model, rng=random.Random(0), hints=True)
     assert 'id="hint"' in client.get("/").text
     auth, other = login(client, "Ada"), login(client, "Bob")
@@ -171,7 +151,7 @@ def test_hint_errors_release_the_round_and_hints_share_the_question_budget(
     seed_images(settings)
 
     @dataclass
-    class Silent(ScriptedModel):
+    class Silent(HintingModel):
         replies: list[str] = field(default_factory=lambda: ["  \n ", "Is the cup blue?"])
 
         def answer(self, image: ImageInput, messages: list[ChatMessage], system: str | None = None) -> str:
@@ -245,7 +225,7 @@ def test_the_dashboard_shows_the_hint_split(settings: Settings, make_client: Any
     view = QualityView(True, "", 0.8, kept_by_hint={"hinted": [3, 12], "unhinted": [5, 100]})
     with transaction(factory_of(settings)) as db:
         store_quality_view(db, view, turns=112, now=datetime.now(UTC))
-    client = make_client(ScriptedModel(), admin_token="tok", hints=True)
+    client = make_client(HintingModel(), admin_token="tok", hints=True)
     page = client.get("/admin", headers={"Authorization": "Bearer tok"})
     assert page.status_code == 200, page.text
     assert 'id="hints"' in page.text and "25.0 %" in page.text and "5.0 %" in page.text
