@@ -156,7 +156,9 @@ def test_export_turns(db_factory: sessionmaker[Session], seeded: Seeded) -> None
         "question_index",
         "question",
         "collection_round",
+        "hinted",
     ]
+    assert turns["hinted"].tolist() == [0] * 8  # no hints in play
     validate_turns(turns)
     first = turns.iloc[:4]
     assert first["pool"].tolist() == ["tainted", "tainted", "untainted", "untainted"]
