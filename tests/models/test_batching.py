@@ -294,3 +294,37 @@ def test_settings_reach_the_backend(tiny_vlm_dir: Path) -> None:
     model = load_model(f"transformers:{tiny_vlm_dir}", settings)
     assert isinstance(model, TransformersModel)
     assert (model.batcher.window_s, model.batcher.max_batch) == (0.0125, 3)
+
+
+def test_questions_through_the_games_model_gate_share_one_batch(tiny_vlm_dir: Path) -> None:
+    """The game awaits answers through its ModelGate (one worker thread each): they still batch."""
+    import anyio
+
+    from gap.models.factory import load_ready_model
+    from gap.models.gate import model_gate
+
+    settings = Settings(
+        model_batch_window_ms=DEADLINE * 1000, model_max_batch=4, model_timeout=DEADLINE * 4, max_new_tokens=8
+    )
+    model = load_ready_model(f"transformers:{tiny_vlm_dir}", settings)
+    assert isinstance(model, TransformersModel)
+    alone = TransformersModel(str(tiny_vlm_dir), timeout=DEADLINE, max_new_tokens=settings.max_new_tokens)
+    expected = [alone.answer(image, messages, system) for image, messages, system in CASES[:4]]
+    gate = model_gate(lambda: model, settings)
+    answers: list[tuple[int, str]] = []
+
+    async def ask_all() -> None:
+        async def ask(index: int) -> None:
+            image, messages, system = CASES[index]
+            answer, name = await gate.answer(image, messages, system)
+            assert name == model.name
+            answers.append((index, answer))
+
+        async with anyio.create_task_group() as group:
+            for index in range(4):
+                group.start_soon(ask, index)
+
+    anyio.run(ask_all)
+    assert [answer for _, answer in sorted(answers)] == expected
+    assert list(model.batcher.batch_sizes) == [4]
+    model.batcher.close()
