@@ -19,7 +19,7 @@ from fixtures.game import ManualClock, assert_no_leak, login, seed_images
 from fixtures.hints import HintingModel
 from gap.cli import app
 from gap.config import Settings, get_settings
-from gap.data import read_records
+from gap.data import read_records, write_card
 from gap.data._export import export_records
 from gap.db.engine import make_engine, make_sessionmaker, transaction
 from gap.db.models import RoundHint, Turn
@@ -143,6 +143,8 @@ def test_a_hint_comes_from_the_model_once_per_round_and_marks_its_turn(
     assert written == {hinted_turn: True, plain_turn: False}
     line = json.loads((tmp_path / "export" / "records.jsonl").read_text().splitlines()[0])
     assert "hinted" in line["provenance"]
+    card = (write_card(tmp_path / "export")).read_text()
+    assert "asked as the game's hint suggested them (`GAP_HINTS`): 1" in card
 
 
 def test_hint_errors_release_the_round_and_hints_share_the_question_budget(
@@ -229,3 +231,21 @@ def test_the_dashboard_shows_the_hint_split(settings: Settings, make_client: Any
     page = client.get("/admin", headers={"Authorization": "Bearer tok"})
     assert page.status_code == 200, page.text
     assert 'id="hints"' in page.text and "25.0 %" in page.text and "5.0 %" in page.text
+
+
+def test_a_hint_being_written_is_not_asked_twice_and_a_lost_one_is_taken_over(
+    settings: Settings, make_client: Any, clock: ManualClock
+) -> None:
+    seed_images(settings)
+    model = HintingModel()
+    client = make_client(model, rng=random.Random(0), hints=True)
+    auth = login(client)
+    round_id = client.post("/api/sessions", headers=auth).json()["round"]["round_id"]
+    with transaction(factory_of(settings)) as db:  # another request's claim, still in flight
+        db.add(RoundHint(round_id=round_id, asked_at=clock()))
+    busy = client.post(f"/api/rounds/{round_id}/hint", headers=auth)
+    assert busy.status_code == 409 and "on its way" in busy.json()["detail"]
+    assert model.hint_calls() == []
+    clock.advance(settings.model_timeout + 11)  # its process died: the claim is taken over
+    taken = client.post(f"/api/rounds/{round_id}/hint", headers=auth)
+    assert taken.status_code == 200 and len(model.hint_calls()) == 1

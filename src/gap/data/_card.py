@@ -71,6 +71,7 @@ def card_stats(records: Sequence[Record]) -> dict[str, Any]:
         "posterior_min": min(posteriors) if posteriors else None,
         "posterior_mean": statistics.fmean(posteriors) if posteriors else None,
         "merged": sum(len(r.merged_questions) for r in records),
+        "hinted": sum(1 for r in records if r.provenance.hinted),
         "first_date": dates[0] if dates else None,
         "last_date": dates[-1] if dates else None,
     }
@@ -172,7 +173,8 @@ def render_card(manifest: dict[str, Any], records: Sequence[Record], stats: dict
         f"- theta (keep a Wrong verdict when P(model wrong) >= theta): {_fmt(theta)}\n",
         f"- Posterior of kept turns: min {_fmt(stats['posterior_min'])}, "
         f"mean {_fmt(stats['posterior_mean'])}\n",
-        f"- Near-duplicate questions merged: {stats['merged']}\n\n",
+        f"- Near-duplicate questions merged: {stats['merged']}\n",
+        f"- Kept questions asked as the game's hint suggested them (`GAP_HINTS`): {stats['hinted']}\n\n",
         "## Provenance\n\n",
         f"- Sources: {sources}\n",
         f"- Reference answers by: {refs}; reference models: {ref_models}\n",
