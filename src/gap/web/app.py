@@ -25,7 +25,7 @@ from gap.services.game import Clock, GameContext, utcnow
 from gap.services.hints import hints_for
 from gap.services.image_policy import untainted_picker
 from gap.services.rounds import RoundModels, round_model_loader
-from gap.web.errors import install_error_handlers
+from gap.web.errors import document_errors, install_error_handlers
 from gap.web.metrics import Metrics, RequestMetrics
 from gap.web.middleware import EdgeGuard
 from gap.web.ratelimit import RateLimits, make_limiter, rules_from
@@ -137,12 +137,14 @@ def create_app(
     app.add_middleware(
         EdgeGuard, max_body_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes
     )
-    app.add_middleware(RateLimits, rules=rules_from(settings), limiter=make_limiter(settings.redis_url))
+    rules = rules_from(settings)
+    app.add_middleware(RateLimits, rules=rules, limiter=make_limiter(settings.redis_url))
     app.add_middleware(RequestMetrics, metrics=metrics)
     routes = (auth, me, ranks, sessions, rounds, hints, leaderboard, images, pages, admin, api_docs, health)
     for module in routes:
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    document_errors(app, rules)
     return app
 
 

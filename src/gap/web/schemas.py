@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from gap.services.game import MAX_CORRECTION_CHARS
+from gap.services.players import MAX_NAME_CHARS
+
+# Text the server refuses once stripped is refused by the schema too: at least one non-space character.
+NOT_BLANK = r"\S"
 
 
 class GuestIn(BaseModel):
-    name: str = Field(min_length=1, max_length=64, examples=["Ada"])
+    name: str = Field(min_length=1, max_length=MAX_NAME_CHARS, pattern=NOT_BLANK, examples=["Ada"])
 
 
 class TokenOut(BaseModel):
@@ -64,7 +70,12 @@ class SessionOut(BaseModel):
 
 
 class QuestionIn(BaseModel):
-    question: str = Field(description="Free-form question about the image (1 to 500 characters).")
+    question: str = Field(
+        min_length=1,
+        pattern=NOT_BLANK,
+        description="Free-form question about the image: 1 to GAP_MAX_QUESTION_CHARS (500) characters.",
+        examples=["What color is the car?"],
+    )
 
 
 class AnswerOut(BaseModel):
@@ -77,9 +88,19 @@ class HintOut(BaseModel):
 
 
 class VerdictIn(BaseModel):
+    # the schema says what judge() refuses: a correction comes with a Wrong verdict only
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"properties": {"verdict": {"const": "correct"}}},
+            "then": {"properties": {"correction": {"type": "null"}}},
+        }
+    )
+
     verdict: Literal["correct", "wrong"]
     correction: str | None = Field(
-        default=None, description="Optional: the right answer, with a Wrong verdict."
+        default=None,
+        max_length=MAX_CORRECTION_CHARS,
+        description="Optional: the right answer, with a Wrong verdict only.",
     )
 
 
@@ -96,4 +117,21 @@ class StandingOut(BaseModel):
 
 
 class ErrorOut(BaseModel):
+    """Every error the app itself answers: one message for a person to read."""
+
     detail: str
+
+
+class FieldErrorOut(BaseModel):
+    """One problem FastAPI found while validating the request (its own shape; more keys may come)."""
+
+    loc: list[str | int] = Field(description="Where: `body`, `query` or `path`, then the field.")
+    msg: str
+    type: str
+
+
+class UnprocessableOut(BaseModel):
+    """A 422: FastAPI's list of field errors when the request does not fit the schema, or the app's
+    one message when it does but is still refused (a NUL character, a question over the limit...)."""
+
+    detail: list[FieldErrorOut] | str

@@ -9,7 +9,8 @@ from gap.db.engine import transaction
 from gap.services.players import create_player, login_telegram
 from gap.services.telegram import MAX_INIT_DATA_CHARS, validate_init_data
 from gap.web.deps import AppSettings, Context
-from gap.web.schemas import ErrorOut, GuestIn, TokenOut
+from gap.web.errors import error_responses
+from gap.web.schemas import GuestIn, TokenOut
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
@@ -32,7 +33,7 @@ def guest(body: GuestIn, ctx: Context) -> TokenOut:
 @router.post(
     "/telegram",
     response_model=TokenOut,
-    responses={401: {"model": ErrorOut, "description": "Unsigned, tampered or stale initData."}},
+    responses=error_responses({401: "Unsigned, tampered or stale initData."}),
 )
 def telegram(body: TelegramIn, ctx: Context, settings: AppSettings) -> TokenOut:
     """Log in from the Telegram Mini App: the same token as a guest's, linked to the Telegram user.

@@ -8,11 +8,12 @@ rotation, not kill it). ``/metrics``: Prometheus text format (see :mod:`gap.web.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import anyio.to_thread
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from gap.models.gate import CircuitState
@@ -50,7 +51,17 @@ def _model_ok(ctx: Any) -> str:
     return "ok"
 
 
-@router.get("/readyz", responses={503: {"description": "The database or the model is not reachable."}})
+class ReadyOut(BaseModel):
+    status: Literal["ready", "not ready"]
+    database: str = Field(description="`ok`, or why the database did not answer.")
+    model: str = Field(description="`ok`, `circuit open`, or why the model did not answer.")
+
+
+@router.get(
+    "/readyz",
+    response_model=ReadyOut,
+    responses={503: {"model": ReadyOut, "description": "The database or the model is not reachable."}},
+)
 async def readyz(ctx: Context) -> JSONResponse:
     """Readiness: the database answers, and the model is reachable with its circuit closed."""
     database = await anyio.to_thread.run_sync(_database_ok, ctx)
@@ -62,7 +73,11 @@ async def readyz(ctx: Context) -> JSONResponse:
     )
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Metrics."}},
+)
 async def metrics(request: Request) -> Response:
     """Prometheus metrics of this process."""
     body, content_type = render(request.app.state.metrics, request.app.state.context)

@@ -15,6 +15,7 @@ from gap.db.engine import reading
 from gap.services.game import load_image
 from gap.services.round_images import round_image_id
 from gap.web.deps import Context
+from gap.web.errors import error_responses
 
 router = APIRouter(prefix="/api", tags=["game"])
 
@@ -22,7 +23,12 @@ CACHE_SECONDS = 3600
 
 
 @router.get(
-    "/rounds/{round_id}/image", response_class=Response, responses={200: {"content": {"image/*": {}}}}
+    "/rounds/{round_id}/image",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/*": {}}, "description": "The picture."},
+        **error_responses({404: "No such round, or not this key."}),
+    },
 )
 def round_image(
     round_id: str,

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, status
 
 from gap.game import Verdict
 from gap.services import game
 from gap.web.deps import Context, PlayerId
+from gap.web.errors import error_responses
 from gap.web.routes._convert import round_out
-from gap.web.schemas import AnswerOut, ErrorOut, QuestionIn, VerdictIn, VerdictOut
+from gap.web.schemas import AnswerOut, QuestionIn, VerdictIn, VerdictOut
 
 router = APIRouter(prefix="/api", tags=["game"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorOut, "description": "Not this player's, or no such id."},
-    409: {
-        "model": ErrorOut,
-        "description": "The round is over, or the answer is already judged / not judged.",
-    },
-    422: {"model": ErrorOut, "description": "Bad input."},
+_ERRORS = {
+    404: "Not this player's, or no such id.",
+    409: "The round is over, or the answer is already judged / not judged.",
 }
 
 
@@ -28,12 +23,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     "/rounds/{round_id}/questions",
     response_model=AnswerOut,
     status_code=status.HTTP_201_CREATED,
-    responses={
-        **_ERRORS,
-        502: {"model": ErrorOut, "description": "The model failed to answer."},
-        503: {"model": ErrorOut, "description": "The model is resting after failures: see Retry-After."},
-        504: {"model": ErrorOut, "description": "The model took longer than its time-out."},
-    },
+    responses=error_responses({**_ERRORS, 502: None, 503: None, 504: None}),
 )
 async def ask(round_id: str, body: QuestionIn, ctx: Context, player_id: PlayerId) -> AnswerOut:
     """Ask the model about the round's image; the previous answer must have a verdict."""
@@ -41,7 +31,7 @@ async def ask(round_id: str, body: QuestionIn, ctx: Context, player_id: PlayerId
     return AnswerOut(turn_id=turn_id, answer=answer)
 
 
-@router.post("/turns/{turn_id}/verdict", response_model=VerdictOut, responses=_ERRORS)
+@router.post("/turns/{turn_id}/verdict", response_model=VerdictOut, responses=error_responses(_ERRORS))
 def verdict(turn_id: str, body: VerdictIn, ctx: Context, player_id: PlayerId) -> VerdictOut:
     """Mark an answer Correct (keep asking) or Wrong (the round ends; optionally say the right answer)."""
     result = game.judge(ctx, player_id, turn_id, Verdict(body.verdict), body.correction)

@@ -6,8 +6,9 @@ from fastapi import APIRouter, status
 
 from gap.services import game
 from gap.web.deps import Context, PlayerId
+from gap.web.errors import error_responses
 from gap.web.routes._convert import round_out, session_out
-from gap.web.schemas import ErrorOut, SessionCreatedOut, SessionOut
+from gap.web.schemas import SessionCreatedOut, SessionOut
 
 router = APIRouter(prefix="/api/sessions", tags=["game"])
 
@@ -16,7 +17,7 @@ router = APIRouter(prefix="/api/sessions", tags=["game"])
     "",
     response_model=SessionCreatedOut,
     status_code=status.HTTP_201_CREATED,
-    responses={409: {"model": ErrorOut, "description": "No images to play."}},
+    responses=error_responses({409: "No images to play."}),
 )
 def start(ctx: Context, player_id: PlayerId) -> SessionCreatedOut:
     """Start a session, or return the player's active one (201 either way, as the contract fixes)."""
@@ -26,7 +27,11 @@ def start(ctx: Context, player_id: PlayerId) -> SessionCreatedOut:
     )
 
 
-@router.get("/{session_id}", response_model=SessionOut, responses={404: {"model": ErrorOut}})
+@router.get(
+    "/{session_id}",
+    response_model=SessionOut,
+    responses=error_responses({404: "No such session, or not this player's."}),
+)
 def read(session_id: str, ctx: Context, player_id: PlayerId) -> SessionOut:
     """The session now; a round past its deadline is closed and the next one served."""
     return session_out(game.get_session(ctx, player_id, session_id))
