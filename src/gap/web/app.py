@@ -96,6 +96,7 @@ def create_app(
         get_model = lazy_model(model)
 
     metrics = Metrics()
+    rules = rules_from(settings)
     context = GameContext(
         factory=make_sessionmaker(engine),
         rules=GameRules(
@@ -132,17 +133,17 @@ def create_app(
     app.state.context = context
     app.state.hints = hints_for(settings, context)
     app.state.metrics = metrics
+    app.state.rate_rules = rules
     app.state.templates = Jinja2Templates(directory=HERE / "templates")
     install_error_handlers(app)
     app.add_middleware(
         EdgeGuard, max_body_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes
     )
-    rules = rules_from(settings)
     app.add_middleware(RateLimits, rules=rules, limiter=make_limiter(settings.redis_url))
     app.add_middleware(RequestMetrics, metrics=metrics)
-    routes = (auth, me, ranks, sessions, rounds, hints, leaderboard, images, pages, admin, api_docs, health)
-    for module in routes:
+    for module in (auth, me, ranks, sessions, rounds, hints, leaderboard, images, pages, api_docs, health):
         app.include_router(module.router)
+    app.include_router(admin.router, include_in_schema=False)  # admins get theirs: /admin/openapi.json
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     document_errors(app, rules)
     return app

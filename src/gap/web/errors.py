@@ -111,13 +111,15 @@ def document_errors(app: FastAPI, rules: list[Rule]) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            _complete(generate(), rules)
+            complete_spec(generate(), rules)
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _complete(spec: dict[str, Any], rules: list[Rule]) -> None:
+def complete_spec(spec: dict[str, Any], rules: list[Rule]) -> None:
+    """Document, in an OpenAPI ``spec``, the error bodies and headers and the errors from outside
+    the routes (see :func:`document_errors`)."""
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     for model in (ErrorOut, UnprocessableOut):
         found = model.model_json_schema(ref_template="#/components/schemas/{model}")

@@ -4,7 +4,8 @@ Access: ``Authorization: Bearer <GAP_ADMIN_TOKEN>`` on any request (scripts), or
 cookie set by ``POST /admin/login`` with that token or with Telegram ``initData`` of a user listed in
 ``GAP_TELEGRAM_ADMIN_IDS`` (browsers). Cookie-authenticated changes must carry the ``X-GAP-Admin``
 header, which a cross-site form cannot send, so a cookie alone never changes anything. Everything
-here is hidden from the public API schema, and nothing from it reaches the play page.
+here is hidden from the public API schema (admins get its own at ``/admin/openapi.json``), and
+nothing from it reaches the play page.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, Response, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
@@ -33,8 +34,18 @@ from gap.services.images import MAX_IMAGE_BYTES, add_image, parse_pool, update_i
 from gap.services.rounds import round_stats, start_round
 from gap.services.telegram import validate_init_data
 from gap.web.deps import AppSettings, Context
+from gap.web.errors import complete_spec, error_responses
 
-router = APIRouter(prefix="/admin", include_in_schema=False)
+# Left out of the public spec where create_app includes it; admins read its own at /admin/openapi.json.
+router = APIRouter(
+    prefix="/admin",
+    responses=error_responses(
+        {
+            401: "Not logged in as an admin, or a wrong admin token.",
+            404: "The dashboard is disabled (no GAP_ADMIN_TOKEN or admin list), or no such thing.",
+        }
+    ),
+)
 
 COOKIE = "gap_admin"
 COOKIE_SECONDS = 12 * 3600
@@ -179,7 +190,7 @@ def _reliability(ctx: Context, quality: dash.QualityView) -> tuple[list[float], 
     return [r.reliability for r in rates if r.reliability is not None], False
 
 
-@router.get("", response_class=HTMLResponse)
+@router.get("", response_class=HTMLResponse, include_in_schema=False)
 def dashboard(request: Request, settings: AppSettings, ctx: Context) -> HTMLResponse:
     templates = request.app.state.templates
     if not admin_enabled(settings):  # a page saying how to turn it on, not bare JSON
@@ -224,7 +235,22 @@ def dashboard(request: Request, settings: AppSettings, ctx: Context) -> HTMLResp
     )
 
 
-@router.get("/plots/{name}.png", response_class=Response)
+@router.get("/openapi.json")
+def admin_openapi(request: Request, _who: Admin) -> dict[str, Any]:
+    """The OpenAPI spec of the dashboard's API, for admins' scripts (the public spec leaves it out)."""
+    app = request.app
+    alone = FastAPI(title=f"{app.title} admin", version=app.version, openapi_url=None)
+    alone.include_router(router)
+    spec = alone.openapi()
+    complete_spec(spec, app.state.rate_rules)
+    return spec
+
+
+def _content(mime: str, what: str) -> dict[int | str, dict[str, Any]]:
+    return {200: {"content": {mime: {}}, "description": what}}
+
+
+@router.get("/plots/{name}.png", response_class=Response, responses=_content("image/png", "The plot."))
 def plot(name: str, request: Request, settings: AppSettings, ctx: Context, _who: Admin) -> Response:
     if name == "turns-per-day":
         with reading(ctx.factory) as db:
@@ -285,7 +311,7 @@ def upload(
     settings: AppSettings,
     _who: Admin,
     files: Annotated[list[UploadFile], File(description="One or more images.")],
-    pool: Annotated[str, Form()],
+    pool: Annotated[Literal["tainted", "untainted"], Form()],
 ) -> dict[str, list[dict[str, str]]]:
     """Validate and add each file; one bad file does not stop the others."""
     target = parse_pool(pool)
@@ -310,7 +336,7 @@ def upload(
     return {"results": results}
 
 
-@router.get("/images/{image_id}", response_class=Response)
+@router.get("/images/{image_id}", response_class=Response, responses=_content("image/*", "The image."))
 def thumbnail(image_id: str, ctx: Context, _who: Admin) -> Response:
     """An image by its id, for the dashboard only: players get per-round URLs (``routes/images.py``)."""
     data, mime = load_image(ctx, image_id)
@@ -381,7 +407,9 @@ def export(body: ExportIn, settings: AppSettings, ctx: Context, _who: Admin) -> 
     }
 
 
-@router.get("/exports/{name}.zip", response_class=FileResponse)
+@router.get(
+    "/exports/{name}.zip", response_class=FileResponse, responses=_content("application/zip", "The export.")
+)
 def download(name: str, settings: AppSettings, _who: Admin) -> FileResponse:
     folder = dash.export_dir(settings.data_dir) / name
     if not _EXPORT_NAME.match(name) or not folder.is_dir():
