@@ -58,7 +58,7 @@ def server(settings: Settings) -> Iterator[LiveServer]:
     seed_images(settings, per_pool=2)
     # generous limits, so the run is never refused; 429 stays documented where a limit applies
     generous = {f"rate_{name}": "100000/minute" for name in ("signups", "questions", "admin_login")}
-    served = settings.model_copy(update={**generous, "admin_token": ADMIN_TOKEN})
+    served = settings.model_copy(update={**generous, "admin_token": ADMIN_TOKEN, "hints": True})
     live = start_server(create_app(served, model=Instant(), rng=random.Random(7)))
     yield live
     live.stop()

@@ -7,7 +7,8 @@ from fastapi import APIRouter, Request
 from gap.errors import NotFound
 from gap.services import hints
 from gap.web.deps import PlayerId
-from gap.web.schemas import ErrorOut, HintOut
+from gap.web.errors import error_responses
+from gap.web.schemas import HintOut
 
 router = APIRouter(prefix="/api", tags=["game"])
 
@@ -15,13 +16,15 @@ router = APIRouter(prefix="/api", tags=["game"])
 @router.post(
     "/rounds/{round_id}/hint",
     response_model=HintOut,
-    responses={
-        404: {"model": ErrorOut, "description": "Hints are off, or not this player's round."},
-        409: {"model": ErrorOut, "description": "The round is over, or its hint is still being written."},
-        502: {"model": ErrorOut, "description": "The model failed to write a hint."},
-        503: {"model": ErrorOut, "description": "The model is resting after failures: see Retry-After."},
-        504: {"model": ErrorOut, "description": "The model took longer than its time-out."},
-    },
+    responses=error_responses(
+        {
+            404: "Hints are off, or not this player's round.",
+            409: "The round is over, or its hint is still being written.",
+            502: "The model failed to write a hint.",
+            503: None,
+            504: None,
+        }
+    ),
 )
 async def hint(round_id: str, request: Request, player_id: PlayerId) -> HintOut:
     """A suggested question about the round's image; the same one on every call for this round."""
