@@ -10,15 +10,13 @@ import asyncio
 import os
 import signal
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
 from fixtures.game import seed_images
-from fixtures.load import Load, assert_stored, gap_serve, run_players, serve_env
+from fixtures.load import Load, assert_stored, gap_serve, run_players, serve_env, wait_until
 from fixtures.scale_backend import ScaleBackend
 from gap.config import Settings
 
@@ -85,13 +83,3 @@ def test_a_worker_killed_mid_load_loses_nothing_and_blocks_no_round(
     assert load.statuses[409] > 0  # a question lost with the worker held its round for a while...
     assert len(load.finished) == KILLED_PLAYERS  # ...and no longer: every session was played to its end
     assert_stored(settings.resolved_database_url, load)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
-    """Poll ``condition()`` (a state) until it holds or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
