@@ -33,7 +33,7 @@ def test_hundreds_of_players_on_two_workers(
     seed_images(settings, per_pool=4)
     env = serve_env(settings.resolved_database_url, settings.data_dir, scale_backend.base_url)
     with gap_serve(2, env, tmp_path / "serve.log") as served:
-        load = asyncio.run(run_players(served.url, PLAYERS, concurrency=CONCURRENCY, budget_s=75))
+        load = asyncio.run(run_players(served.url, PLAYERS, concurrency=CONCURRENCY, budget_s=150))
     assert load.server_errors == []
     assert load.transport_errors == 0
     assert len(load.finished) == PLAYERS
