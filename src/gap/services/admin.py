@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import Integer, case, delete, func, select
+import pandas as pd
+from sqlalchemy import ColumnElement, Integer, case, delete, func, select, true
 from sqlalchemy.orm import Session, sessionmaker
 
 from gap.config import Settings
@@ -82,8 +83,18 @@ def _count(db: Session, query: Any) -> int:
     return int(db.scalar(query) or 0)
 
 
-def overview(db: Session, *, now: datetime) -> Overview:
-    judged = Turn.verdict.is_not(None)
+def in_round(column: Any, collection_round: int | None) -> ColumnElement[bool]:
+    """``column`` (a ``collection_round`` column) is round ``collection_round``; anything for None
+    (all rounds), so every figure below filters by round the way `gap data export --round` does."""
+    return true() if collection_round is None else column == collection_round
+
+
+def overview(db: Session, *, now: datetime, collection_round: int | None = None) -> Overview:
+    """The key figures, of round ``collection_round`` of collection only when given (image pools are
+    shared by every round and always counted whole)."""
+    of_round = in_round(Turn.collection_round, collection_round)
+    sessions_of_round = in_round(GameSession.collection_round, collection_round)
+    judged = Turn.verdict.is_not(None) & of_round
     wrong = func.sum(case((Turn.verdict == "wrong", 1), else_=0))
     by_kind = db.execute(
         select(Round.pool, Turn.instructed, func.count(), wrong)
@@ -104,17 +115,24 @@ def overview(db: Session, *, now: datetime) -> Overview:
         select(func.count(func.distinct(GameSession.player_id)))
         .join(Round, Round.session_id == GameSession.id)
         .join(Turn, Turn.round_id == Round.id)
-        .where(Turn.asked_at >= now - timedelta(days=1))
+        .where(Turn.asked_at >= now - timedelta(days=1), of_round)
+    )
+    players = (
+        select(func.count()).select_from(Player)
+        if collection_round is None
+        else select(func.count(func.distinct(GameSession.player_id))).where(sessions_of_round)
     )
     untainted, tainted = Pool.UNTAINTED.value, Pool.TAINTED.value
     return Overview(
-        players=_count(db, select(func.count()).select_from(Player)),
+        players=_count(db, players),
         players_active_day=_count(db, active_players),
-        sessions=_count(db, select(func.count()).select_from(GameSession)),
-        sessions_finished=_count(db, select(func.count()).where(GameSession.status == "finished")),
-        turns=_count(db, select(func.count()).select_from(Turn)),
+        sessions=_count(db, select(func.count()).select_from(GameSession).where(sessions_of_round)),
+        sessions_finished=_count(
+            db, select(func.count()).where(GameSession.status == "finished", sessions_of_round)
+        ),
+        turns=_count(db, select(func.count()).select_from(Turn).where(of_round)),
         judged=_count(db, select(func.count()).where(judged)),
-        corrections=_count(db, select(func.count()).where(Turn.correction.is_not(None))),
+        corrections=_count(db, select(func.count()).where(Turn.correction.is_not(None), of_round)),
         images=images,
         untainted_judged=tally[(untainted, False, "n")] + tally[(untainted, True, "n")],
         untainted_wrong=tally[(untainted, False, "wrong")] + tally[(untainted, True, "wrong")],
@@ -125,7 +143,9 @@ def overview(db: Session, *, now: datetime) -> Overview:
     )
 
 
-def turns_per_day(db: Session, *, now: datetime, days: int = TURNS_PER_DAY_WINDOW) -> list[tuple[date, int]]:
+def turns_per_day(
+    db: Session, *, now: datetime, days: int = TURNS_PER_DAY_WINDOW, collection_round: int | None = None
+) -> list[tuple[date, int]]:
     """Questions asked on each of the last ``days`` UTC days, oldest first, zeros included.
 
     Bucketed in Python, not with SQL date functions, which differ between SQLite and PostgreSQL in
@@ -134,7 +154,12 @@ def turns_per_day(db: Session, *, now: datetime, days: int = TURNS_PER_DAY_WINDO
     first = (now - timedelta(days=days - 1)).date()
     since = datetime.combine(first, datetime.min.time(), tzinfo=now.tzinfo)
     counts = Counter(
-        asked.date() for asked in db.scalars(select(Turn.asked_at).where(Turn.asked_at >= since))
+        asked.date()
+        for asked in db.scalars(
+            select(Turn.asked_at).where(
+                Turn.asked_at >= since, in_round(Turn.collection_round, collection_round)
+            )
+        )
     )
     return [(first + timedelta(days=i), counts.get(first + timedelta(days=i), 0)) for i in range(days)]
 
@@ -149,13 +174,14 @@ class RecentTurn:
     correction: str | None
 
 
-def recent_turns(db: Session, *, limit: int = 20) -> list[RecentTurn]:
+def recent_turns(db: Session, *, limit: int = 20, collection_round: int | None = None) -> list[RecentTurn]:
     """The newest questions, for the live view (no pool and no instruction: see the module doc)."""
     rows = db.execute(
         select(Turn.asked_at, Player.name, Turn.question, Turn.answer, Turn.verdict, Turn.correction)
         .join(Round, Round.id == Turn.round_id)
         .join(GameSession, GameSession.id == Round.session_id)
         .join(Player, Player.id == GameSession.player_id)
+        .where(in_round(Turn.collection_round, collection_round))
         .order_by(Turn.asked_at.desc(), Turn.id)
         .limit(limit)
     )
@@ -222,8 +248,9 @@ class ImageStats:
         return _rate(self.wrong, self.judged)
 
 
-def image_stats(db: Session) -> list[ImageStats]:
-    """Every image with how often it was played and how often its answers were marked Wrong."""
+def image_stats(db: Session, *, collection_round: int | None = None) -> list[ImageStats]:
+    """Every image with how often it was played and how often its answers were marked Wrong (in
+    round ``collection_round`` of collection only, when given)."""
     wrong = func.sum(case((Turn.verdict == "wrong", 1), else_=0))
     turns = (
         select(
@@ -232,12 +259,14 @@ def image_stats(db: Session) -> list[ImageStats]:
             func.coalesce(wrong, 0).label("wrong"),
         )
         .join(Turn, Turn.round_id == Round.id)
-        .where(Turn.verdict.is_not(None))
+        .where(Turn.verdict.is_not(None), in_round(Turn.collection_round, collection_round))
         .group_by(Round.image_id)
         .subquery()
     )
     rounds = (
         select(Round.image_id.label("image_id"), func.count().label("rounds"))
+        .join(GameSession, GameSession.id == Round.session_id)
+        .where(in_round(GameSession.collection_round, collection_round))
         .group_by(Round.image_id)
         .subquery()
     )
@@ -276,6 +305,10 @@ class QualityView:
     reliability: list[float] = field(default_factory=list)
     """Per player: informedness a - b (sensitivity minus false-alarm rate)."""
     candidate_posteriors: list[float] = field(default_factory=list)
+    candidate_rounds: list[int | None] = field(default_factory=list)
+    """The round of collection of each of ``candidate_posteriors`` (None: before any round)."""
+    round_filter: int | None = None
+    """Set by :func:`quality_of_round`: the counts are of that round only."""
     difficulty: dict[str, float] = field(default_factory=dict)
     """Per image id: a higher value means mistakes are harder to find there."""
     fooled_by_round: dict[str, list[float]] = field(default_factory=dict)
@@ -338,6 +371,7 @@ def view_of_fit(fit: DatabaseFit | None, *, theta: float) -> QualityView:
         kept=int(np.sum(kept)),
         reliability=[float(v) for v in players["informedness"].to_numpy()],
         candidate_posteriors=[float(v) for v in np.asarray(posterior)[cand]],
+        candidate_rounds=_rounds_of(turns, cand),
         difficulty=difficulty,
         image_errors=image_errors,
         kept_by_hint={
@@ -349,6 +383,43 @@ def view_of_fit(fit: DatabaseFit | None, *, theta: float) -> QualityView:
                 fooled_rates(turns, posterior, theta) if "collection_round" in turns.columns else {}
             ).items()
         },
+    )
+
+
+def _rounds_of(turns: Any, mask: Any) -> list[int | None]:
+    if "collection_round" not in turns.columns:
+        return [None] * int(np.sum(mask))
+    values = pd.to_numeric(turns["collection_round"], errors="coerce").to_numpy(dtype=float)[mask]
+    return [None if math.isnan(v) else int(v) for v in values]
+
+
+def quality_of_round(view: QualityView, collection_round: int | None) -> QualityView:
+    """``view`` narrowed to one round of collection, as `gap data export --round` narrows: the fit
+    stays the one over every round (reliability is a player's, across rounds); candidates and kept
+    turns are the round's."""
+    if collection_round is None or not view.available:
+        return view
+    if len(view.candidate_rounds) != len(view.candidate_posteriors):
+        return QualityView(
+            False,
+            "the stored fit predates rounds on the dashboard: the worker's next fit has them",
+            view.theta,
+        )
+    chosen = [
+        p
+        for p, r in zip(view.candidate_posteriors, view.candidate_rounds, strict=True)
+        if r == collection_round
+    ]
+    fooled = view.fooled_by_round.get(str(collection_round))
+    return QualityView(
+        **{
+            **view.__dict__,
+            "candidate_posteriors": chosen,
+            "candidate_rounds": [collection_round] * len(chosen),
+            "candidates": len(chosen),
+            "kept": int(fooled[0]) if fooled else 0,
+            "round_filter": collection_round,
+        }
     )
 
 

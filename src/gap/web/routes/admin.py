@@ -20,13 +20,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, Response, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
 from gap.config import Settings
 from gap.db.engine import reading, transaction
+from gap.db.models import CollectionRound
 from gap.errors import AuthError, GapError, InputError, NotFound
 from gap.services import admin as dash
 from gap.services.game import load_image
@@ -176,10 +177,30 @@ def logout() -> Response:
 # --- the dashboard ----------------------------------------------------------------------------
 
 
-def _quality(request: Request, ctx: Context, settings: Settings) -> dash.QualityView:
-    """The reliability model's view as the worker last stored it (a request never refits)."""
+def round_filter(
+    ctx: Context,
+    number: Annotated[
+        int | None, Query(alias="round", description="Only this round of collection; default: all.")
+    ] = None,
+) -> int | None:
+    """``?round=N`` on the page and the JSON routes: figures of that round of collection only."""
+    if number is not None:
+        with reading(ctx.factory) as db:
+            if db.get(CollectionRound, number) is None:
+                raise NotFound(f"no round {number}: `gap rounds list` shows the rounds")
+    return number
+
+
+RoundFilter = Annotated[int | None, Depends(round_filter)]
+
+
+def _quality(
+    request: Request, ctx: Context, settings: Settings, number: int | None = None
+) -> dash.QualityView:
+    """The reliability model's view as the worker last stored it (a request never refits), of
+    round ``number`` only when given."""
     with reading(ctx.factory) as db:
-        return dash.stored_quality_view(db, theta=settings.theta)
+        return dash.quality_of_round(dash.stored_quality_view(db, theta=settings.theta), number)
 
 
 def _reliability(ctx: Context, quality: dash.QualityView) -> tuple[list[float], bool]:
@@ -191,7 +212,12 @@ def _reliability(ctx: Context, quality: dash.QualityView) -> tuple[list[float], 
 
 
 @router.get("", response_class=HTMLResponse, include_in_schema=False)
-def dashboard(request: Request, settings: AppSettings, ctx: Context) -> HTMLResponse:
+def dashboard(
+    request: Request,
+    settings: AppSettings,
+    ctx: Context,
+    number: Annotated[int | None, Query(alias="round")] = None,
+) -> HTMLResponse:
     templates = request.app.state.templates
     if not admin_enabled(settings):  # a page saying how to turn it on, not bare JSON
         return templates.TemplateResponse(  # type: ignore[no-any-return]
@@ -206,11 +232,12 @@ def dashboard(request: Request, settings: AppSettings, ctx: Context) -> HTMLResp
             {"disabled": False, "telegram": bool(settings.telegram_admin_ids)},
             status_code=401,
         )
-    quality = _quality(request, ctx, settings)
+    number = round_filter(ctx, number)  # checked once signed in: nobody else learns which rounds exist
+    quality = _quality(request, ctx, settings, number)
     with reading(ctx.factory) as db:
-        summary = dash.overview(db, now=now)
-        images = dash.image_stats(db)
-        recent = dash.recent_turns(db, limit=20)
+        summary = dash.overview(db, now=now, collection_round=number)
+        images = dash.image_stats(db, collection_round=number)
+        recent = dash.recent_turns(db, limit=20, collection_round=number)
         campaigns = round_stats(db)
     reliability, model_based = _reliability(ctx, quality)
     return templates.TemplateResponse(  # type: ignore[no-any-return]
@@ -225,6 +252,8 @@ def dashboard(request: Request, settings: AppSettings, ctx: Context) -> HTMLResp
             "top": dash.top_images(images, quality),
             "recent": recent,
             "campaigns": campaigns,
+            "round_filter": number,
+            "round_query": "" if number is None else f"?round={number}",
             "hints": settings.hints,
             "reliability_n": len(reliability),
             "reliability_model": model_based,
@@ -251,15 +280,17 @@ def _content(mime: str, what: str) -> dict[int | str, dict[str, Any]]:
 
 
 @router.get("/plots/{name}.png", response_class=Response, responses=_content("image/png", "The plot."))
-def plot(name: str, request: Request, settings: AppSettings, ctx: Context, _who: Admin) -> Response:
+def plot(
+    name: str, request: Request, settings: AppSettings, ctx: Context, _who: Admin, number: RoundFilter
+) -> Response:
     if name == "turns-per-day":
         with reading(ctx.factory) as db:
-            png = dash.plot_turns_per_day(dash.turns_per_day(db, now=ctx.clock()))
+            png = dash.plot_turns_per_day(dash.turns_per_day(db, now=ctx.clock(), collection_round=number))
     elif name == "reliability":
         values, model_based = _reliability(ctx, _quality(request, ctx, settings))
         png = dash.plot_reliability(values, model_based=model_based)
     elif name == "kept":
-        quality = _quality(request, ctx, settings)
+        quality = _quality(request, ctx, settings, number)
         if not quality.available:
             raise NotFound(quality.note)
         png = dash.plot_kept(quality.candidate_posteriors, settings.theta)
@@ -269,11 +300,14 @@ def plot(name: str, request: Request, settings: AppSettings, ctx: Context, _who:
 
 
 @router.get("/api/overview")
-def overview_json(request: Request, settings: AppSettings, ctx: Context, _who: Admin) -> dict[str, Any]:
+def overview_json(
+    request: Request, settings: AppSettings, ctx: Context, _who: Admin, number: RoundFilter
+) -> dict[str, Any]:
     with reading(ctx.factory) as db:
-        summary = dash.overview(db, now=ctx.clock())
-    quality = _quality(request, ctx, settings)
+        summary = dash.overview(db, now=ctx.clock(), collection_round=number)
+    quality = _quality(request, ctx, settings, number)
     return {
+        "round": number,
         **asdict(summary),
         "untainted_error_rate": summary.untainted_error_rate,
         "catch_rate": summary.catch_rate,
@@ -285,14 +319,15 @@ def overview_json(request: Request, settings: AppSettings, ctx: Context, _who: A
             "pi": quality.pi,
             "candidates": quality.candidates,
             "kept": quality.kept,
+            "fooled_by_round": quality.fooled_by_round,
         },
     }
 
 
 @router.get("/api/turns")
-def turns_json(ctx: Context, _who: Admin, limit: int = 20) -> list[dict[str, Any]]:
+def turns_json(ctx: Context, _who: Admin, number: RoundFilter, limit: int = 20) -> list[dict[str, Any]]:
     with reading(ctx.factory) as db:
-        rows = dash.recent_turns(db, limit=max(1, min(limit, 200)))
+        rows = dash.recent_turns(db, limit=max(1, min(limit, 200)), collection_round=number)
     return [{**asdict(r), "asked_at": r.asked_at.isoformat(timespec="seconds")} for r in rows]
 
 
@@ -300,9 +335,10 @@ def turns_json(ctx: Context, _who: Admin, limit: int = 20) -> list[dict[str, Any
 
 
 @router.get("/api/images")
-def images_json(ctx: Context, _who: Admin) -> list[dict[str, Any]]:
+def images_json(ctx: Context, _who: Admin, number: RoundFilter) -> list[dict[str, Any]]:
     with reading(ctx.factory) as db:
-        return [{**asdict(s), "wrong_rate": s.wrong_rate} for s in dash.image_stats(db)]
+        stats = dash.image_stats(db, collection_round=number)
+    return [{**asdict(s), "wrong_rate": s.wrong_rate} for s in stats]
 
 
 @router.post("/api/images")

@@ -12,6 +12,7 @@ async function call(method, path, body) {
   const data = (res.headers.get("content-type") || "").includes("json") ? await res.json() : null;
   if (!res.ok) {
     const detail = data && data.detail;
+    if (Array.isArray(detail)) throw new Error(detail.map((d) => `${(d.loc || []).slice(-1)[0] || "input"}: ${d.msg}`).join("; "));
     throw new Error(typeof detail === "string" ? detail : `request failed (${res.status})`);
   }
   return data;
@@ -61,7 +62,8 @@ function cell(text, className) {
 
 async function refreshLive() {
   try {
-    const rows = await call("GET", "/admin/api/turns?limit=20");
+    const round = new URLSearchParams(location.search).get("round");
+    const rows = await call("GET", `/admin/api/turns?limit=20${round ? `&round=${encodeURIComponent(round)}` : ""}`);
     $("live").tBodies[0].replaceChildren(...rows.map((t) => {
       const tr = document.createElement("tr");
       const when = t.asked_at.replace("T", " ").slice(5, 19);
@@ -126,7 +128,34 @@ async function exportSet(button) {
   }
 }
 
+async function openRound(event) {
+  event.preventDefault();
+  const error = $("round-error");
+  const button = event.submitter || $("round-form").querySelector("button");
+  const optional = (id) => $(id).value.trim() || null;
+  error.hidden = true;
+  button.disabled = true;
+  try {
+    await call("POST", "/admin/api/rounds", { model: $("round-model").value.trim(), adapter: optional("round-adapter"), note: optional("round-note") });
+    location.reload();
+  } catch (e) {
+    error.textContent = e.message;
+    error.hidden = false;
+    button.disabled = false;
+  }
+}
+
+function filterByRound() {
+  const url = new URL(location.href);
+  const value = $("round-select").value;
+  if (value) url.searchParams.set("round", value);
+  else url.searchParams.delete("round");
+  location.assign(url);
+}
+
 function setupDashboard() {
+  $("round-form").addEventListener("submit", openRound);
+  $("round-select").addEventListener("change", filterByRound);
   $("logout").addEventListener("click", async () => { await call("POST", "/admin/logout").catch(() => {}); location.reload(); });
   $("images").addEventListener("click", (event) => {
     const button = event.target.closest("button[data-action]");
