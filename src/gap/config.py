@@ -41,6 +41,17 @@ class Settings(BaseSettings):
         default=Path("gap-data"),
         description="Folder for the SQLite database, uploaded images and exports.",
     )
+    storage_url: str | None = Field(
+        default=None,
+        description="Where images live, shared by every replica: `s3://bucket/prefix` (S3-compatible "
+        "object storage, the `s3` extra; AWS credentials from the standard `AWS_*` variables) or a "
+        "folder. Default: the data folder.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="Endpoint of an S3-compatible server (MinIO, Ceph, R2), e.g. `http://minio:9000`; "
+        "unset: AWS.",
+    )
     database_url: str | None = Field(
         default=None,
         description="SQLAlchemy URL. Default: SQLite file `gap.sqlite3` in the data folder. "

@@ -11,6 +11,7 @@ GapError
 │   ├── AlreadyJudged      the turn already has a verdict
 │   └── NoImages           the pools hold no images to play
 ├── AuthError              missing, unknown or invalid credentials
+├── StorageError           the object store (S3) failed: unreachable or refused
 ├── ModelError             the VLM backend failed
 │   ├── ModelTimeout       the VLM took longer than its timeout
 │   └── ModelUnavailable   the backend's circuit is open: not called at all
@@ -41,6 +42,10 @@ class InputError(GapError):
 
 class ImageError(InputError):
     """A file is not an image GAP can serve."""
+
+
+class StorageError(GapError):
+    """The object store failed (unreachable, refused); a missing key is :class:`NotFound`."""
 
 
 class NotFound(GapError):

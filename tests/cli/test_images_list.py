@@ -16,6 +16,7 @@ from gap.db.engine import make_engine, make_sessionmaker, transaction
 from gap.db.models import Image
 from gap.services.game import utcnow
 from gap.services.images import add_image, parse_pool
+from gap.storage import LocalStore
 
 pytestmark = pytest.mark.db
 
@@ -34,7 +35,7 @@ def test_ids_are_never_cut_at_80_columns(tmp_path: Path, database_url: str) -> N
         for seed, name in enumerate([LONG_NAME, "b.png", "c.png"]):
             add_image(
                 db,
-                images_dir=tmp_path / "images",
+                images=LocalStore(tmp_path / "images"),
                 data=png_bytes(seed),
                 original_name=name,
                 pool=parse_pool("tainted" if seed % 2 else "untainted"),

@@ -17,6 +17,7 @@ from gap.db.engine import transaction
 from gap.quality import write_table
 from gap.services.game import utcnow
 from gap.services.images import add_image, parse_pool
+from gap.storage import LocalStore
 
 pytestmark = pytest.mark.db
 
@@ -66,7 +67,7 @@ def test_stored_images_and_quality_tables_follow_the_umask(
         for seed in (1, 2):
             add_image(
                 db,
-                images_dir=images,
+                images=LocalStore(images),
                 data=png_bytes(seed),
                 original_name=f"{seed}.png",
                 pool=parse_pool("tainted"),

@@ -22,6 +22,7 @@ from gap.services.admin import QualityView, store_quality_view, view_of_fit
 from gap.services.game import GameContext, start_session
 from gap.services.image_policy import untainted_picker
 from gap.services.quality import DatabaseFit, reliability_estimator
+from gap.storage import LocalStore
 
 pytestmark = pytest.mark.db
 
@@ -51,7 +52,7 @@ def test_weakest_serves_the_weak_images_until_their_cap(settings: Settings) -> N
         factory=factory,
         rules=GameRules(round_seconds=120, session_images=4, taint_rate=0.5),
         model=no_model,  # type: ignore[arg-type]
-        images_dir=current.images_dir,
+        images=LocalStore(current.images_dir),
         gate=model_gate(no_model, current),  # type: ignore[arg-type]
         rng=random.Random(0),
         pick_untainted=untainted_picker(current),

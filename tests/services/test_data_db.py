@@ -27,6 +27,7 @@ from gap.models.base import ChatMessage, ImageInput
 from gap.models.openai_backend import OpenAIModel
 from gap.services import data as service
 from gap.services.images import add_image
+from gap.storage import LocalStore
 
 pytestmark = pytest.mark.db
 
@@ -51,7 +52,7 @@ def seeded(settings: Settings) -> Iterator[Seeded]:
         images = [
             add_image(
                 db,
-                images_dir=settings.images_dir,
+                images=LocalStore(settings.images_dir),
                 data=png_bytes(i),
                 original_name=f"img{i}.png",
                 pool=Pool.UNTAINTED if i < 2 else Pool.TAINTED,
@@ -195,7 +196,7 @@ def test_failures_are_recorded_retried_next_run_and_never_corrupt_exports(
     assert row.text is None and row.attempts == 3 and "HTTP 503" in (row.last_error or "")
 
     records, missing = service.build_records(
-        seeded.factory, seeded.kept, theta=0.8, images_dir=seeded.settings.images_dir
+        seeded.factory, seeded.kept, theta=0.8, images=LocalStore(seeded.settings.images_dir)
     )
     assert missing == [seeded.multi_turn] and [r.id for r in records] == [seeded.corrected]
     export_records(records, tmp_path / "x", fmt="llava")
@@ -231,7 +232,7 @@ def test_against_a_real_openai_compatible_server(seeded: Seeded, openai_server: 
 def test_records_from_the_database(seeded: Seeded) -> None:
     fill(seeded, Scripted())
     records, missing = service.build_records(
-        seeded.factory, seeded.kept, theta=0.8, images_dir=seeded.settings.images_dir
+        seeded.factory, seeded.kept, theta=0.8, images=LocalStore(seeded.settings.images_dir)
     )
     assert not missing
     by_id = {r.id: r for r in records}

@@ -15,6 +15,7 @@ from gap.game import Pool
 from gap.services.images import add_image
 from gap.services.leaderboard import Window, leaderboard, rank_of
 from gap.services.players import create_player
+from gap.storage import LocalStore
 
 pytestmark = pytest.mark.db
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -63,7 +64,12 @@ def test_near_equal_totals_tie_on_the_board_and_in_rank(
 ) -> None:
     with transaction(db_factory) as db:
         image = add_image(
-            db, images_dir=tmp_path, data=png_bytes(1), original_name="a.png", pool=Pool.UNTAINTED, now=NOW
+            db,
+            images=LocalStore(tmp_path),
+            data=png_bytes(1),
+            original_name="a.png",
+            pool=Pool.UNTAINTED,
+            now=NOW,
         )
         top = finished_session_with(db, image.id, "top", [30.0])
         a = finished_session_with(db, image.id, "a", [0.1, 0.2, 19.7])  # 20.000000000000004 in floats

@@ -29,6 +29,7 @@ from gap.models.base import ChatMessage, ImageInput, VisionChatModel
 from gap.services.images import add_image
 from gap.services.quality import SettlePolicy
 from gap.services.worker import run_pass, worker_config
+from gap.storage import LocalStore
 from gap.web.app import create_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.db]
@@ -417,7 +418,7 @@ def _photos(settings: Settings) -> None:
         with transaction(make_sessionmaker(engine)) as db:
             add_image(
                 db,
-                images_dir=settings.images_dir,
+                images=LocalStore(settings.images_dir),
                 data=(folder / name).read_bytes(),
                 original_name=name,
                 pool=pool,

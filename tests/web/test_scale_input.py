@@ -30,6 +30,7 @@ from gap.errors import ImageError
 from gap.game import Pool
 from gap.models.base import ChatMessage, ImageInput
 from gap.services.images import add_image
+from gap.storage import LocalStore
 from gap.web.app import create_app
 
 pytestmark = pytest.mark.db
@@ -199,7 +200,7 @@ def test_file_names_with_bad_text_are_cleaned(settings: Settings) -> None:
     with transaction(make_sessionmaker(engine)) as db:
         add_image(
             db,
-            images_dir=settings.images_dir,
+            images=LocalStore(settings.images_dir),
             data=png_bytes(79),
             original_name="odd\u0000name-\udce9.png",
             pool=Pool.TAINTED,

@@ -7,6 +7,7 @@ configured apart from the game's model, by the ``GAP_REFERENCE_*`` settings or o
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -30,7 +31,9 @@ from gap.data import (
     validate_export,
     write_card,
 )
+from gap.data._io import MANIFEST_FILE
 from gap.errors import GapError, InputError
+from gap.storage import image_store, is_s3_url, s3_reader, s3_store
 
 app = typer.Typer(help="Turn kept turns into fine-tuning data, and check it.", no_args_is_help=True)
 
@@ -133,7 +136,7 @@ def _records_from_db(theta: float | None, round_: int | None) -> tuple[list[Reco
     if round_ is not None:  # the fit uses every round's turns; the export keeps this round's
         in_round = turn_ids_of_round(factory, round_)
         kept = {turn_id: p for turn_id, p in kept.items() if turn_id in in_round}
-    records, missing = build_records(factory, kept, theta=value, images_dir=current.images_dir)
+    records, missing = build_records(factory, kept, theta=value, images=image_store(current))
     if missing:
         console.print(
             f"[yellow]{len(missing)} kept turn(s) have no reference answer yet and are left out; "
@@ -153,7 +156,15 @@ def export(
     fmt: Annotated[
         str, typer.Option("--format", "-f", help=f"Output format: {', '.join(FORMATS)}.", show_default=False)
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write (created or replaced whole).")],
+    out: Annotated[
+        str,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Folder to write (created or replaced whole), or s3://bucket/prefix (uploaded once "
+            "complete, export.json last).",
+        ),
+    ],
     theta: ThetaOption = None,
     split: Annotated[
         str | None,
@@ -195,6 +206,12 @@ def export(
         raise InputError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     if push and fmt != "hf":
         raise InputError("--push-to-hub needs --format hf")
+    current = settings()
+    upload = s3_store(out, current) if is_s3_url(out) else None
+    if push and upload is not None:
+        raise InputError("--push-to-hub needs a local --out folder")
+    if upload is not None:
+        upload.check()
     spec = parse_split(split) if split else {}
     if records is not None:
         items = read_records(records)
@@ -207,22 +224,26 @@ def export(
     if dedup:
         items = merge_near_duplicates(items, threshold=dedup_threshold)
     items = assign_splits(items, spec, seed=seed)
-    result = export_records(
-        items,
-        out,
-        fmt=fmt,  # type: ignore[arg-type]  # checked against FORMATS above
-        name=name,
-        fetch_images=fetch_images,
-        manifest={
-            **provenance,
-            "split": split,
-            "seed": seed,
-            "dedup": {"enabled": dedup, "threshold": dedup_threshold, "merged": before - len(items)},
-        },
-        show_progress=True,
-    )
+    with tempfile.TemporaryDirectory(prefix="gap-export-") as scratch:
+        result = export_records(
+            items,
+            Path(scratch) / "export" if upload is not None else Path(out),
+            fmt=fmt,  # type: ignore[arg-type]  # checked against FORMATS above
+            name=name,
+            fetch_images=fetch_images,
+            manifest={
+                **provenance,
+                "split": split,
+                "seed": seed,
+                "dedup": {"enabled": dedup, "threshold": dedup_threshold, "merged": before - len(items)},
+            },
+            show_progress=True,
+            read_object=s3_reader(current),
+        )
+        if upload is not None:
+            upload.put_tree(result.out_dir, last=MANIFEST_FILE)
     _summary(
-        f"{fmt} export in {result.out_dir}",
+        f"{fmt} export in {upload.url() if upload is not None else result.out_dir}",
         {
             **{f"split {k}": v for k, v in result.splits.items()},
             "images copied": result.images_local,

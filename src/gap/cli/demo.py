@@ -11,6 +11,7 @@ import typer
 from gap.cli._common import console, database, handle_errors, ready_model
 from gap.config import Settings
 from gap.logs import setup_logging
+from gap.storage import image_store
 
 PROG_NAME_VARIABLE = "GAP_PROG_NAME"
 """How the user started the demo when it was not `gap demo` (scripts/demo sets it), for hints."""
@@ -64,7 +65,7 @@ def demo(
         f"or `{command} --model DIR` (a local model folder).",
     )
     factory = database(current)
-    added = add_demo_images(factory, current.images_dir)
+    added = add_demo_images(factory, image_store(current, check=True))
     console.print(f"demo folder {folder.resolve()}: {added} new image(s)")
     app = create_app(current, model=vlm)
     console.print(f"\n[bold green]Open http://{host}:{port}/ to play[/bold green]  (API docs: /docs)\n")

@@ -35,6 +35,7 @@ from gap.services.image_import import (
     source_name,
 )
 from gap.services.images import add_image, iter_image_files, list_images, parse_pool
+from gap.storage import Store, image_store
 
 app = typer.Typer(help="Image pools.", no_args_is_help=True)
 stdout = Console(soft_wrap=False)  # listings go to stdout, to be piped
@@ -50,6 +51,7 @@ def add(
     chosen = parse_pool(pool)
     current = settings()
     factory = database(current, expect_data=False)
+    store = image_store(current, check=True)
     files = list(iter_image_files(paths))
     missing = [p for p in paths if not p.exists()]
     added, skipped = 0, 0
@@ -60,7 +62,10 @@ def add(
         task = progress.add_task("adding images", total=len(files))
         for path in files:
             if path.exists():
-                if _store(progress, factory, current, str(path), path.read_bytes, path.name, chosen, None):
+                stored = _store(
+                    progress, factory, current, store, str(path), path.read_bytes, path.name, chosen, None
+                )
+                if stored:
                     added += 1
                 else:
                     skipped += 1
@@ -74,6 +79,7 @@ def _store(
     progress: Progress,
     factory: sessionmaker[Session],
     current: Settings,
+    store: Store,
     label: str,
     read: Callable[[], bytes],
     name: str,
@@ -86,7 +92,7 @@ def _store(
         with transaction(factory) as db:
             add_image(
                 db,
-                images_dir=current.images_dir,
+                images=store,
                 data=data,
                 original_name=name,
                 pool=pool,
@@ -121,6 +127,7 @@ def import_(
     """
     current = settings()
     factory = database(current, expect_data=False)
+    store = image_store(current, check=True)
     rows = list(read_manifest(manifest))
     added: Counter[Pool] = Counter()
     skipped = 0
@@ -137,6 +144,7 @@ def import_(
                 progress,
                 factory,
                 current,
+                store,
                 row.source,
                 functools.partial(load_source, client, row.source, manifest.parent),
                 source_name(row.source),
@@ -175,6 +183,7 @@ def import_coco(
     """
     current = settings()
     factory = database(current, expect_data=False)
+    store = image_store(current, check=True)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("reading annotations", total=annotations.stat().st_size)
         with annotations.open(encoding="utf-8") as stream:
@@ -196,6 +205,7 @@ def import_coco(
                 progress,
                 factory,
                 current,
+                store,
                 entry.file_name,
                 path.read_bytes,
                 path.name,

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from gap.cli._common import console, database, handle_errors, ready_model, settings
+from gap.storage import image_store
 
 if TYPE_CHECKING:
     import uvicorn
@@ -52,6 +53,7 @@ def serve(
     if adapter is not None:
         current = current.model_copy(update={"model_adapter": str(adapter)})
         os.environ["GAP_MODEL_ADAPTER"] = str(adapter)  # the worker processes read their settings anew
+    image_store(current, check=True)  # a missing bucket or bad credentials: one line, before serving
     app = None
     if workers == 1:
         app = create_app(current, model=ready_model(current))

@@ -127,11 +127,13 @@ def export_records(
     fetch_images: bool = False,
     manifest: Mapping[str, Any] | None = None,
     show_progress: bool = False,
+    read_object: Callable[[str], bytes] | None = None,
 ) -> ExportResult:
     """Write ``records`` to ``out_dir`` in format ``fmt``; the folder appears complete or not at all.
 
     ``name`` prefixes the LLaMA-Factory dataset names (``<name>_<split>``). ``manifest`` adds
     provenance (source, theta, seed, ...) to ``export.json``.
+    ``read_object`` reads ``s3://`` images (see :func:`gap.data._images.place_images`).
     """
     _check(records, fmt)
     out_dir = Path(out_dir)
@@ -139,7 +141,7 @@ def export_records(
     with staged_dir(out_dir) as stage:
         sources = [(r.image, r.image_id) for r in records]
         with progress_bar("images", len({r.image for r in records}), enabled=show_progress) as advance:
-            refs = place_images(sources, stage, fetch=fetch_images, advance=advance)
+            refs = place_images(sources, stage, fetch=fetch_images, advance=advance, read_object=read_object)
         exported = [dataclasses.replace(r, image=refs[r.image]) for r in records]
         write_records(stage / RECORDS_FILE, exported)
         by_split = {s: [r for r in records if r.split == s] for s in splits}

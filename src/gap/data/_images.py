@@ -1,4 +1,5 @@
-"""Put each record's image next to an export: local files are copied, URLs stay URLs unless fetched."""
+"""Put each record's image next to an export: local files and ``s3://`` objects are copied, URLs stay
+URLs unless fetched."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from urllib.parse import urlparse
 
 import httpx
 
-from gap.errors import ImageError, InputError
+from gap.errors import GapError, ImageError, InputError
 from gap.services.images import decode_image
+from gap.storage import is_s3_url
 
 IMAGES_DIR = "images"
 _SUFFIX_BY_FORMAT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp"}
@@ -65,12 +67,14 @@ def place_images(
     fetch: bool = False,
     timeout: float = 30.0,
     advance: Callable[[], None] | None = None,
+    read_object: Callable[[str], bytes] | None = None,
 ) -> dict[str, str]:
     """Copy (or fetch) each ``(image, image_id)`` into ``out_dir/images``; map image -> export reference.
 
     Local images become ``images/<image_id><suffix>`` (relative to ``out_dir``); URLs map to themselves
-    unless ``fetch``. A missing or unreadable file fails the whole call, naming the first few, so no
-    export ever points at an image that is not there.
+    unless ``fetch``. ``s3://`` images (the game's, on S3 storage) are read with ``read_object``
+    (:func:`gap.storage.s3_reader`). A missing or unreadable file fails the whole call, naming the
+    first few, so no export ever points at an image that is not there.
     """
     unique: dict[str, str] = {}
     for image, image_id in sources:
@@ -95,12 +99,24 @@ def place_images(
         if is_url(image):
             continue
         path = Path(image)
-        if not path.is_file():
+        suffix = path.suffix.lower() or ".img"
+        if is_s3_url(image):
+            if read_object is None:
+                errors.append(f"{image} (no S3 storage configured)")
+                continue
+            try:
+                data = read_object(image)
+            except GapError as exc:
+                errors.append(f"{image} ({exc.message})")
+                continue
+            name = name_for(image_id, suffix)
+            (target_dir / name).write_bytes(data)
+        elif not path.is_file():
             errors.append(f"{image} (missing)")
             continue
-        suffix = path.suffix.lower() or ".img"
-        name = name_for(image_id, suffix)
-        shutil.copyfile(path, target_dir / name)
+        else:
+            name = name_for(image_id, suffix)
+            shutil.copyfile(path, target_dir / name)
         mapping[image] = f"{IMAGES_DIR}/{name}"
         if advance:
             advance()

@@ -18,6 +18,7 @@ from typing import Any, Literal, get_args
 from gap.data._images import is_url
 from gap.data._io import atomic_write_text
 from gap.errors import InputError
+from gap.storage import is_s3_url
 
 SCHEMA = 1
 IMAGE_TOKEN = "<image>"
@@ -73,9 +74,9 @@ class Provenance:
 class Record:
     """One training conversation about one image; the last message is the reference answer.
 
-    ``image`` is an absolute local path or an ``http(s)`` URL; ``image_id`` groups records of the same
-    image (splits never separate them). ``rejected`` is the answer judged wrong, kept for preference
-    tuning. ``split`` is the split this record belongs to (``train`` unless assigned otherwise).
+    ``image`` is an absolute local path, an ``http(s)`` URL or an ``s3://`` object (S3 storage);
+    ``image_id`` groups records of the same image (splits never separate them). ``rejected`` is the
+    answer judged wrong, kept for preference tuning. ``split`` is the split this record belongs to (``train`` unless assigned otherwise).
     """
 
     id: str
@@ -207,7 +208,8 @@ def iter_records(path: Path) -> Iterator[Record]:
             except json.JSONDecodeError as exc:
                 raise InputError(f"{path}:{number}: not JSON ({exc.msg})") from None
             record = Record.from_dict(data)
-            if not is_url(record.image) and not Path(record.image).is_absolute():
+            image = record.image
+            if not is_url(image) and not is_s3_url(image) and not Path(image).is_absolute():
                 # Exports store image paths relative to their folder; callers get usable paths.
                 record = dataclasses.replace(record, image=str((path.parent / record.image).resolve()))
             yield record

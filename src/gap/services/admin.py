@@ -34,7 +34,7 @@ from gap.services.quality import DatabaseFit, fit_database
 from gap.services.rounds import fooled_rates
 
 if TYPE_CHECKING:
-    pass
+    from gap.storage import Store
 
 TURNS_PER_DAY_WINDOW = 30
 
@@ -547,7 +547,7 @@ def export_dataset(
     *,
     fmt: str,
     settings: Settings,
-    images_dir: Path,
+    images: Store,
     out_root: Path,
     now: datetime,
 ) -> ExportSummary:
@@ -563,7 +563,7 @@ def export_dataset(
     theta = settings.theta
     kept = kept_turns(factory, settings)
     store_player_references(factory, kept)
-    records, missing = build_records(factory, kept, theta=theta, images_dir=images_dir)
+    records, missing = build_records(factory, kept, theta=theta, images=images)
     name = f"{fmt}-{now.strftime('%Y%m%dT%H%M%SZ')}"
     result = export_records(
         records,

@@ -27,6 +27,7 @@ from gap.models.base import ChatMessage, VisionChatModel
 from gap.quality import keep_mask
 from gap.services.game import resolve_image_path, utcnow
 from gap.services.quality import fit_database
+from gap.storage import Store
 
 RECORD_SOURCE = "gap"
 
@@ -237,7 +238,7 @@ def _reference_for(turn: Turn, row: ReferenceAnswer | None) -> _Reference | None
     return None
 
 
-def _record(turn: Turn, ref: _Reference, posterior: float, theta: float, images_dir: Path) -> Record:
+def _record(turn: Turn, ref: _Reference, posterior: float, theta: float, images: Store) -> Record:
     messages: list[Message] = []
     for earlier in _history(turn)[:-1]:
         messages.append(Message("user", strip_image_tokens(earlier.question)))
@@ -262,7 +263,7 @@ def _record(turn: Turn, ref: _Reference, posterior: float, theta: float, images_
     )
     return Record(
         id=turn.id,
-        image=str(resolve_image_path(images_dir, rnd.image.path).resolve()),
+        image=images.url(rnd.image.path),
         image_id=rnd.image_id,
         messages=tuple(messages),
         provenance=provenance,
@@ -271,11 +272,12 @@ def _record(turn: Turn, ref: _Reference, posterior: float, theta: float, images_
 
 
 def build_records(
-    factory: sessionmaker[Session], kept: Mapping[str, float], *, theta: float, images_dir: Path
+    factory: sessionmaker[Session], kept: Mapping[str, float], *, theta: float, images: Store
 ) -> tuple[list[Record], list[str]]:
     """Records for the kept turns that have a reference answer, and the ids of those that have none.
 
-    A player's correction counts even before ``gap data references`` has stored it. Records come in a
+    Each record's image is where ``images`` keeps it (a local path, or an ``s3://`` URL). A player's
+    correction counts even before ``gap data references`` has stored it. Records come in a
     stable order (by time asked, then id), so exports are reproducible.
     """
     with reading(factory) as db:
@@ -288,7 +290,7 @@ def build_records(
             if ref is None:
                 missing.append(turn.id)
                 continue
-            records.append(_record(turn, ref, kept[turn.id], theta, images_dir))
+            records.append(_record(turn, ref, kept[turn.id], theta, images))
     return records, missing
 
 

@@ -11,6 +11,7 @@ from gap.errors import ConfigError, Conflict
 from gap.game import Pool
 from gap.services.game import utcnow
 from gap.services.images import add_image
+from gap.storage import Store
 
 # Simple scenes with few objects, which a VLM describes well: the paper's tainted pool (COCO, < 4 objects).
 TAINTED = ["chelsea.png", "coffee.png", "rocket.jpg", "horse.png", "astronaut.png", "camera.png"]
@@ -38,7 +39,7 @@ def demo_image_files() -> list[tuple[Path, Pool]]:
     return [(path, pool) for path, pool in files if path.is_file()]
 
 
-def add_demo_images(factory: sessionmaker[Session], images_dir: Path) -> int:
+def add_demo_images(factory: sessionmaker[Session], images: Store) -> int:
     """Add the demo photos to their pools, skipping those already there; returns how many were new."""
     added = 0
     for path, pool in demo_image_files():
@@ -46,7 +47,7 @@ def add_demo_images(factory: sessionmaker[Session], images_dir: Path) -> int:
             with transaction(factory) as db:
                 add_image(
                     db,
-                    images_dir=images_dir,
+                    images=images,
                     data=path.read_bytes(),
                     original_name=path.name,
                     pool=pool,

@@ -34,6 +34,7 @@ from gap.errors import (
     AwaitingVerdict,
     ConfigError,
     Conflict,
+    GapError,
     InputError,
     ModelError,
     ModelTimeout,
@@ -60,6 +61,7 @@ from gap.models.gate import ModelGate
 from gap.services.image_policy import UntaintedPicker
 from gap.services.round_images import round_image_url
 from gap.services.rounds import RoundModels
+from gap.storage import Store
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +83,8 @@ class GameContext:
     factory: sessionmaker[Session]
     rules: GameRules
     model: Callable[[], VisionChatModel]
-    images_dir: Path
+    images: Store
+    """Where the pools' images live (:func:`gap.storage.image_store`)."""
     gate: ModelGate
     """How questions await the model (own threads, deadline, breaker): :func:`gap.models.gate.model_gate`."""
     max_question_chars: int = 500
@@ -438,7 +441,7 @@ def _open_turn(ctx: GameContext, player_id: str, round_id: str, question: str) -
             db.add(turn)
             db.flush()
             image = rnd.image
-            path = resolve_image_path(ctx.images_dir, image.path)
+            key = image.path
             history = [(earlier.question, earlier.answer or "") for earlier in turns]
             prompt = turn_prompt(history, question, instructed=instructed)
             turn_id = turn.id
@@ -448,11 +451,13 @@ def _open_turn(ctx: GameContext, player_id: str, round_id: str, question: str) -
     except IntegrityError as exc:
         raise AwaitingVerdict("another question on this round is still being answered") from exc
     try:
-        data = path.read_bytes()
-    except OSError as exc:
+        data = ctx.images.get(key)
+    except GapError as exc:
         with transaction(ctx.factory) as db:
             db.execute(delete(Turn).where(Turn.id == turn_id))
-        raise NotFound("the image of this round is missing on the server") from exc
+        if isinstance(exc, NotFound):
+            raise NotFound("the image of this round is missing on the server") from exc
+        raise
     return _PendingQuestion(
         turn_id=turn_id,
         round_id=round_id,
@@ -528,8 +533,8 @@ def load_image(ctx: GameContext, image_id: str) -> tuple[bytes, str]:
         image = db.get(Image, image_id)
         if image is None:
             raise NotFound("no such image")
-        path, mime = resolve_image_path(ctx.images_dir, image.path), image.mime_type
+        key, mime = image.path, image.mime_type
     try:
-        return path.read_bytes(), mime
-    except OSError as exc:
+        return ctx.images.get(key), mime
+    except NotFound as exc:
         raise NotFound("no such image") from exc

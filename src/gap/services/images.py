@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image as PILImage
 from PIL import ImageOps, UnidentifiedImageError
@@ -15,11 +16,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from gap._fs import atomic_write_bytes
 from gap._text import clean_text
 from gap.db.models import Image
 from gap.errors import Conflict, ImageError, InputError, NotFound
 from gap.game import Pool
+
+if TYPE_CHECKING:
+    from gap.storage import Store
 
 MIME_BY_FORMAT = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
 SUFFIX_BY_MIME = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp", "image/gif": ".gif"}
@@ -115,7 +118,7 @@ def iter_image_files(paths: Iterable[Path]) -> Iterator[Path]:
 def add_image(
     db: Session,
     *,
-    images_dir: Path,
+    images: Store,
     data: bytes,
     original_name: str,
     pool: Pool,
@@ -123,8 +126,8 @@ def add_image(
     max_side: int = 0,
     meta: dict[str, object] | None = None,
 ) -> Image:
-    """Validate, downscale (``max_side``, see :func:`downscale`) and store one image; the file lands
-    before the row, and the row only if all is well.
+    """Validate, downscale (``max_side``, see :func:`downscale`) and store one image in ``images``
+    under its content-hash key; the file lands before the row, and the row only if all is well.
 
     A file already in the pools (same stored content hash) raises :class:`Conflict` and changes nothing.
     """
@@ -137,9 +140,8 @@ def add_image(
     if existing is not None:
         raise Conflict(f"already added (same content as {existing.original_name!r}, pool {existing.pool})")
     relative = f"{info.sha256[:2]}/{info.sha256}{SUFFIX_BY_MIME[info.mime_type]}"
-    target = images_dir / relative
-    if not target.exists():
-        atomic_write_bytes(target, data)
+    if not images.exists(relative):
+        images.put(relative, data)
     image = Image(
         pool=pool.value,
         path=relative,

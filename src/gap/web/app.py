@@ -25,6 +25,7 @@ from gap.services.game import Clock, GameContext, utcnow
 from gap.services.hints import hints_for
 from gap.services.image_policy import untainted_picker
 from gap.services.rounds import RoundModels, round_model_loader
+from gap.storage import image_store
 from gap.web.errors import document_errors, install_error_handlers
 from gap.web.metrics import Metrics, RequestMetrics
 from gap.web.middleware import EdgeGuard
@@ -105,7 +106,7 @@ def create_app(
             taint_rate=settings.taint_rate,
         ),
         model=get_model,
-        images_dir=settings.images_dir,
+        images=image_store(settings),
         max_question_chars=settings.max_question_chars,
         model_timeout=settings.model_timeout,
         clock=clock,

@@ -21,6 +21,7 @@ from gap.errors import (
     ModelTimeout,
     ModelUnavailable,
     NotFound,
+    StorageError,
 )
 from gap.web.ratelimit import Rule
 from gap.web.schemas import ErrorOut, UnprocessableOut
@@ -36,6 +37,7 @@ STATUS_BY_ERROR: list[tuple[type[GapError], int]] = [
     (ModelUnavailable, 503),
     (ModelError, 502),
     (ConfigError, 500),
+    (StorageError, 503),
 ]
 
 

@@ -359,7 +359,7 @@ def upload(
             with transaction(ctx.factory) as db:
                 image = add_image(
                     db,
-                    images_dir=ctx.images_dir,
+                    images=ctx.images,
                     data=data,
                     original_name=name,
                     pool=target,
@@ -429,7 +429,7 @@ def export(body: ExportIn, settings: AppSettings, ctx: Context, _who: Admin) -> 
         ctx.factory,
         fmt=body.format,
         settings=settings,
-        images_dir=ctx.images_dir,
+        images=ctx.images,
         out_root=dash.export_dir(settings.data_dir),
         now=ctx.clock(),
     )
