@@ -226,6 +226,11 @@ class Settings(BaseSettings):
         default=None, description="Public URL of the game, used by the Telegram bot."
     )
     log_level: str = Field(default="INFO", description="Logging level: DEBUG, INFO, WARNING or ERROR.")
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="`json`: one JSON object per log line (time, level, logger, message; method, path, "
+        "status, duration_ms and request id for each request).",
+    )
     telegram_auth_max_age: int = Field(
         default=86400,
         gt=0,

@@ -50,7 +50,7 @@ def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
 def settings() -> Settings:
     """Read fresh for each command (a CLI run is one command; tests invoke many in one process)."""
     current = Settings()
-    setup_logging(current.log_level)
+    setup_logging(current.log_level, current.log_format)
     return current
 
 

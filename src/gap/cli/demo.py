@@ -57,7 +57,7 @@ def demo(
     if adapter is not None:
         overrides["model_adapter"] = str(adapter)
     current = Settings(**overrides)  # type: ignore[arg-type]
-    setup_logging(current.log_level)
+    setup_logging(current.log_level, current.log_format)
     command = os.environ.get(PROG_NAME_VARIABLE) or "gap demo"
     vlm = ready_model(
         current,

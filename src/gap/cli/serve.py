@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from gap.cli._common import console, database, handle_errors, ready_model, settings
+from gap.cli._common import database, handle_errors, ready_model, settings
 from gap.storage import image_store
 
 if TYPE_CHECKING:
     import uvicorn
+
+log = logging.getLogger(__name__)
 
 
 @handle_errors
@@ -53,24 +56,30 @@ def serve(
     if adapter is not None:
         current = current.model_copy(update={"model_adapter": str(adapter)})
         os.environ["GAP_MODEL_ADAPTER"] = str(adapter)  # the worker processes read their settings anew
+    # uvicorn's loggers propagate to GAP's one setup (text or JSON); the app writes the access log.
+    log_options: dict[str, Any] = {
+        "log_config": None,
+        "access_log": False,
+        "log_level": current.log_level.lower(),
+    }
     image_store(current, check=True)  # a missing bucket or bad credentials: one line, before serving
     app = None
     if workers == 1:
         app = create_app(current, model=ready_model(current))
     else:
         require_current_schema(current.resolved_database_url)
-    console.print(f"GAP is serving at http://{host}:{port}/  (API docs at /docs, model {current.model})")
+    log.info("GAP is serving at http://%s:%d/  (API docs at /docs, model %s)", host, port, current.model)
     if current.model_adapter:
-        console.print(f"with the adapter {current.model_adapter}")
+        log.info("with the adapter %s", current.model_adapter)
     stop = None
     if current.worker if worker is None else worker:
         _, stop = start_thread(
             database(current), worker_config(current), interval=current.worker_interval, clock=utcnow
         )
-        console.print(f"background worker: a pass every {current.worker_interval:g} s")
+        log.info("background worker: a pass every %g s", current.worker_interval)
     try:
         if app is None:
-            console.print(f"{workers} server processes")
+            log.info("%d server processes", workers)
             from uvicorn.supervisors import Multiprocess
 
             config = uvicorn.Config(
@@ -79,11 +88,11 @@ def serve(
                 workers=workers,
                 host=host,
                 port=port,
-                log_level=current.log_level.lower(),
+                **log_options,
             )
             Multiprocess(config, sockets=[_tcp_listener(config)]).run()
         else:
-            uvicorn.run(app, host=host, port=port, log_level=current.log_level.lower())
+            uvicorn.run(app, host=host, port=port, **log_options)
     finally:
         if stop is not None:
             stop.set()

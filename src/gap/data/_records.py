@@ -76,7 +76,8 @@ class Record:
 
     ``image`` is an absolute local path, an ``http(s)`` URL or an ``s3://`` object (S3 storage);
     ``image_id`` groups records of the same image (splits never separate them). ``rejected`` is the
-    answer judged wrong, kept for preference tuning. ``split`` is the split this record belongs to (``train`` unless assigned otherwise).
+    answer judged wrong, kept for preference tuning. ``split`` is the split this record belongs to
+    (``train`` unless assigned otherwise).
     """
 
     id: str

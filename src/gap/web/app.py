@@ -19,6 +19,7 @@ from gap.db.engine import make_engine, make_sessionmaker
 from gap.db.migrate import is_current, upgrade
 from gap.errors import ConfigError
 from gap.game import GameRules
+from gap.logs import setup_logging
 from gap.models.base import VisionChatModel
 from gap.models.gate import model_gate
 from gap.services.game import Clock, GameContext, utcnow
@@ -26,6 +27,7 @@ from gap.services.hints import hints_for
 from gap.services.image_policy import untainted_picker
 from gap.services.rounds import RoundModels, round_model_loader
 from gap.storage import image_store
+from gap.web.access import AccessLog
 from gap.web.errors import document_errors, install_error_handlers
 from gap.web.metrics import Metrics, RequestMetrics
 from gap.web.middleware import EdgeGuard
@@ -142,6 +144,7 @@ def create_app(
     )
     app.add_middleware(RateLimits, rules=rules, limiter=make_limiter(settings.redis_url))
     app.add_middleware(RequestMetrics, metrics=metrics)
+    app.add_middleware(AccessLog)  # outermost: every response gets its X-Request-ID and a log line
     for module in (auth, me, ranks, sessions, rounds, hints, leaderboard, images, pages, api_docs, health):
         app.include_router(module.router)
     app.include_router(admin.router, include_in_schema=False)  # admins get theirs: /admin/openapi.json
@@ -170,4 +173,5 @@ def replica_app() -> FastAPI:
     from gap.models.factory import load_ready_model
 
     settings = get_settings()
+    setup_logging(settings.log_level, settings.log_format)  # a fresh process: nothing configured yet
     return create_app(settings, model=load_ready_model(settings.model, settings), upgrade_schema=False)

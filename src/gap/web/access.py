@@ -1,0 +1,75 @@
+"""The access log: one line per request, with an ``X-Request-ID`` echoed (or made) for tracing.
+
+A reverse proxy that sets ``X-Request-ID`` (nginx: ``$request_id``) gets the same id back and in
+GAP's log lines; without one, GAP makes an id. Every log line written while the request is served
+carries it too (:data:`gap.logs.request_id`), so a failure can be traced from proxy to model call.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gap.logs import request_id
+
+log = logging.getLogger("gap.access")
+HEADER = b"x-request-id"
+_USABLE = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+
+
+def _incoming_id(scope: Scope) -> str:
+    """The client's (proxy's) request id when it is a plain token, else a new one."""
+    for name, value in scope.get("headers", ()):
+        if name == HEADER:
+            text = str(value.decode("latin-1"))
+            if _USABLE.match(text):
+                return text
+    return uuid.uuid4().hex
+
+
+class AccessLog:
+    """Logs method, path, status and duration of every HTTP request at INFO on ``gap.access``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = _incoming_id(scope)
+        token = request_id.set(rid)
+        started = time.perf_counter()
+        status = 500
+
+        async def tagged(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (HEADER, rid.encode("latin-1"))]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tagged)
+        finally:
+            duration_ms = round((time.perf_counter() - started) * 1000, 2)
+            client = scope.get("client")
+            log.info(
+                "%s %s %d %.1f ms",
+                scope["method"],
+                scope["path"],
+                status,
+                duration_ms,
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": duration_ms,
+                    "client": client[0] if client else None,
+                },
+            )
+            request_id.reset(token)
