@@ -79,6 +79,7 @@ def seed(database_url: str, data_dir: Path) -> None:
     from gap.db.migrate import upgrade
     from gap.game import Pool
     from gap.services.images import add_image
+    from gap.storage import LocalStore
 
     upgrade(database_url)
     factory = make_sessionmaker(make_engine(database_url))
@@ -89,7 +90,7 @@ def seed(database_url: str, data_dir: Path) -> None:
         with transaction(factory) as db:
             add_image(
                 db,
-                images_dir=data_dir / "images",
+                images=LocalStore(data_dir / "images"),
                 data=buffer.getvalue(),
                 original_name=f"{i}.jpg",
                 pool=Pool.TAINTED if i % 2 else Pool.UNTAINTED,
