@@ -30,6 +30,7 @@ from gap.services.admin import QualityView, store_quality_view, view_of_fit
 from gap.services.data import build_records
 from gap.services.hints import HINT_PROMPT, clean_hint
 from gap.services.quality import DatabaseFit, export_turns, reliability_estimator
+from gap.storage import LocalStore
 
 pytestmark = pytest.mark.db
 
@@ -135,7 +136,7 @@ def test_a_hint_comes_from_the_model_once_per_round_and_marks_its_turn(
         db.get(Turn, hinted_turn).correction = "Three."  # type: ignore[union-attr]
         db.get(Turn, plain_turn).correction = "None."  # type: ignore[union-attr]
     records, missing = build_records(
-        factory, {hinted_turn: 0.9, plain_turn: 0.9}, theta=0.8, images_dir=settings.images_dir
+        factory, {hinted_turn: 0.9, plain_turn: 0.9}, theta=0.8, images=LocalStore(settings.images_dir)
     )
     assert missing == []
     export_records(records, tmp_path / "export", fmt="llava")

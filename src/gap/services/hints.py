@@ -28,7 +28,7 @@ from gap._text import clean_text
 from gap.config import Settings
 from gap.db.engine import transaction
 from gap.db.models import RoundHint
-from gap.errors import Conflict, ModelError, NotFound, RoundOver
+from gap.errors import Conflict, GapError, ModelError, NotFound, RoundOver
 from gap.models.base import ChatMessage, ImageInput
 from gap.models.gate import ModelGate, model_gate
 from gap.services.game import (
@@ -37,7 +37,6 @@ from gap.services.game import (
     _advance,
     _owned_round,
     _player_facing,
-    resolve_image_path,
 )
 
 HINT_PROMPT = (
@@ -146,16 +145,18 @@ def _claim(hints: Hints, player_id: str, round_id: str) -> str | _Claim:
                     raise Conflict("a hint for this round is on its way; ask again in a moment")
             else:
                 raise Conflict("a hint for this round is on its way; ask again in a moment")
-            path = resolve_image_path(game.images_dir, rnd.image.path)
+            key = rnd.image.path
             mime = rnd.image.mime_type
     except IntegrityError as exc:
         raise Conflict("a hint for this round is on its way; ask again in a moment") from exc
     claim_without_image = _Claim(round_id, now, ImageInput(b"", mime))
     try:
-        data = path.read_bytes()
-    except OSError as exc:
+        data = game.images.get(key)
+    except GapError as exc:
         _release(hints, claim_without_image)
-        raise NotFound("the image of this round is missing on the server") from exc
+        if isinstance(exc, NotFound):
+            raise NotFound("the image of this round is missing on the server") from exc
+        raise
     return _Claim(round_id, now, ImageInput(data, mime))
 
 
