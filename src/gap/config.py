@@ -221,6 +221,11 @@ class Settings(BaseSettings):
     admin_token: str | None = Field(
         default=None, description="Bearer token for `/admin` (unset: admin disabled)."
     )
+    ip_hash_key: str | None = Field(
+        default=None,
+        description="Key of the sign-up IP hash (unset: a random key kept in the data folder); "
+        "replicas on several machines need the same one.",
+    )
     telegram_bot_token: str | None = Field(default=None, description="Telegram bot token (Mini App and bot).")
     public_url: str | None = Field(
         default=None, description="Public URL of the game, used by the Telegram bot."

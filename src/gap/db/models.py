@@ -72,6 +72,9 @@ class Player(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     telegram_id: Mapped[int | None] = mapped_column(BigInteger, unique=True, default=None)
     created_at: Mapped[datetime]
+    signup_ip_hash: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
+    """HMAC of the IP the player signed up from (`GAP_IP_HASH_KEY`), never the IP itself: only
+    equal hashes are compared, for the dashboard's many-accounts flag."""
 
 
 class Image(Base):

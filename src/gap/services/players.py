@@ -32,25 +32,38 @@ def clean_name(name: str) -> str:
 
 
 def create_player(
-    db: Session, *, name: str, now: datetime, telegram_id: int | None = None
+    db: Session,
+    *,
+    name: str,
+    now: datetime,
+    telegram_id: int | None = None,
+    signup_ip_hash: str | None = None,
 ) -> tuple[Player, str]:
     """A new player and the bearer token that logs them in (returned once, never stored)."""
     token = secrets.token_urlsafe(32)
     player = Player(
-        name=clean_name(name), token_hash=hash_token(token), telegram_id=telegram_id, created_at=now
+        name=clean_name(name),
+        token_hash=hash_token(token),
+        telegram_id=telegram_id,
+        created_at=now,
+        signup_ip_hash=signup_ip_hash,
     )
     db.add(player)
     db.flush()
     return player, token
 
 
-def login_telegram(db: Session, *, telegram_id: int, name: str, now: datetime) -> tuple[Player, str]:
+def login_telegram(
+    db: Session, *, telegram_id: int, name: str, now: datetime, signup_ip_hash: str | None = None
+) -> tuple[Player, str]:
     """The player linked to a Telegram user (created on first visit) and a fresh token for them."""
     player = db.scalar(select(Player).where(Player.telegram_id == telegram_id))
     if player is None:
         try:
             with db.begin_nested():
-                return create_player(db, name=name, now=now, telegram_id=telegram_id)
+                return create_player(
+                    db, name=name, now=now, telegram_id=telegram_id, signup_ip_hash=signup_ip_hash
+                )
         except IntegrityError:
             player = db.scalar(select(Player).where(Player.telegram_id == telegram_id))
             if player is None:

@@ -30,6 +30,7 @@ from gap.db.engine import reading, transaction
 from gap.db.models import CollectionRound
 from gap.errors import AuthError, GapError, InputError, NotFound
 from gap.services import admin as dash
+from gap.services.flags import suspicious_players
 from gap.services.game import load_image
 from gap.services.images import MAX_IMAGE_BYTES, add_image, parse_pool, update_image
 from gap.services.rounds import round_stats, start_round
@@ -239,6 +240,7 @@ def dashboard(
         images = dash.image_stats(db, collection_round=number)
         recent = dash.recent_turns(db, limit=20, collection_round=number)
         campaigns = round_stats(db)
+        flagged = suspicious_players(db)
     reliability, model_based = _reliability(ctx, quality)
     return templates.TemplateResponse(  # type: ignore[no-any-return]
         request,
@@ -253,6 +255,7 @@ def dashboard(
             "recent": recent,
             "campaigns": campaigns,
             "round_filter": number,
+            "flagged": flagged,
             "round_query": "" if number is None else f"?round={number}",
             "hints": settings.hints,
             "reliability_n": len(reliability),
@@ -329,6 +332,23 @@ def turns_json(ctx: Context, _who: Admin, number: RoundFilter, limit: int = 20) 
     with reading(ctx.factory) as db:
         rows = dash.recent_turns(db, limit=max(1, min(limit, 200)), collection_round=number)
     return [{**asdict(r), "asked_at": r.asked_at.isoformat(timespec="seconds")} for r in rows]
+
+
+@router.get("/api/flags")
+def flags_json(ctx: Context, _who: Admin) -> list[dict[str, Any]]:
+    """Players flagged for suspicious play (always Wrong, sub-second verdicts, many accounts from
+    one IP), most flags first: reasons to look, not verdicts; see docs/rounds.md."""
+    with reading(ctx.factory) as db:
+        flagged = suspicious_players(db)
+    return [
+        {
+            **asdict(f.stats),
+            "wrong_share": f.stats.wrong_share,
+            "flags": list(f.flags),
+            "reasons": list(f.reasons),
+        }
+        for f in flagged
+    ]
 
 
 # --- image pools ------------------------------------------------------------------------------
