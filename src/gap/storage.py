@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from gap.config import Settings
 
 IMAGES = "images"
+EXPORTS = "exports"
 
 
 def _check_key(key: str) -> str:
@@ -49,6 +50,10 @@ class Store(ABC):
     @abstractmethod
     def child(self, name: str) -> Store:
         """The store rooted at ``name`` below this one (``images``, an export's name)."""
+
+    @abstractmethod
+    def keys(self) -> list[str]:
+        """Every key below this root, sorted."""
 
     @abstractmethod
     def check(self) -> None:
@@ -92,6 +97,11 @@ class LocalStore(Store):
 
     def child(self, name: str) -> LocalStore:
         return LocalStore(self.root / _check_key(name))
+
+    def keys(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
 
     def check(self) -> None:
         if self.root.exists() and not self.root.is_dir():
@@ -168,6 +178,16 @@ class S3Store(Store):
     def child(self, name: str) -> S3Store:
         return S3Store(self.bucket, self._key(name), endpoint_url=self.endpoint_url, client=self._client)
 
+    def keys(self) -> list[str]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        start = f"{self.prefix}/" if self.prefix else ""
+        try:
+            pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start)
+            return sorted(item["Key"][len(start) :] for page in pages for item in page.get("Contents", []))
+        except (BotoCoreError, ClientError) as exc:
+            raise self._fail(exc, "listing") from None
+
     def check(self) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -216,6 +236,11 @@ def open_store(settings: Settings) -> Store:
     if "://" in url:
         raise ConfigError(f"GAP_STORAGE_URL must be s3://bucket/prefix or a folder, got {url!r}")
     return LocalStore(Path(url))
+
+
+def export_store(settings: Settings) -> Store:
+    """Where the dashboard's exports live: ``exports/`` below the root store, one folder each."""
+    return open_store(settings).child(EXPORTS)
 
 
 def image_store(settings: Settings, *, check: bool = False) -> Store:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +17,15 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from fixtures.game import login, png_bytes
+from fixtures.game import careful_player_history, login, png_bytes
 from fixtures.server import free_port
 from gap.cli import app
 from gap.config import Settings
 from gap.data import Message, Provenance, Record, validate_export, write_records
+from gap.db.engine import make_engine, make_sessionmaker, transaction
+from gap.game import Pool
 from gap.models.base import ChatMessage, ImageInput
+from gap.services.images import add_image
 from gap.storage import LocalStore, S3Store
 from gap.web.app import create_app
 
@@ -192,3 +198,41 @@ def test_unusable_storage_is_one_clear_line_at_start_up(
     assert len(lines) == 1 and lines[0].startswith("error: storage s3://"), result.output
     assert expected in " ".join(result.output.split())
     assert "Traceback" not in result.output
+
+
+def test_a_dashboard_export_on_one_replica_downloads_from_another(
+    tmp_path: Path, s3: S3, settings: Settings
+) -> None:
+    """Two replicas share the database and the bucket, not a disk: the export must live in S3."""
+    shared = {"storage_url": f"s3://{BUCKET}/gap", "s3_endpoint_url": s3.endpoint, "admin_token": "t0ken"}
+    first = settings.model_copy(update=shared)
+    second = settings.model_copy(update={**shared, "data_dir": tmp_path / "other-machine"})
+    images = S3Store(BUCKET, "gap/images", endpoint_url=s3.endpoint)
+    with transaction(make_sessionmaker(make_engine(first.resolved_database_url))) as db:
+        for seed in range(6):
+            add_image(
+                db,
+                images=images,
+                data=png_bytes(seed),
+                original_name=f"{seed}.png",
+                pool=Pool.TAINTED if seed % 2 else Pool.UNTAINTED,
+                now=datetime.now(UTC),
+            )
+    careful_player_history(first)
+    admin = {"Authorization": "Bearer t0ken"}
+    with (
+        TestClient(create_app(first, model=SeeingModel())) as one,
+        TestClient(create_app(second, model=SeeingModel())) as two,
+    ):
+        made = one.post("/admin/api/export", headers=admin, json={"format": "llava"})
+        assert made.status_code == 200, made.text
+        body = made.json()
+        assert body["records"] > 0 and body["folder"] == f"s3://{BUCKET}/gap/exports/{body['name']}"
+        assert f"gap/exports/{body['name']}/export.json" in s3.keys("gap/exports/")
+        assert not (first.data_dir / "exports").exists()
+        archive = two.get(body["download"], headers=admin)
+    assert archive.status_code == 200, archive.text
+    bundle = zipfile.ZipFile(io.BytesIO(archive.content))
+    assert {"export.json", "train.json", "records.jsonl"} <= set(bundle.namelist())
+    pictures = [n for n in bundle.namelist() if n.startswith("images/")]
+    assert pictures and all(bundle.read(n) in {png_bytes(s) for s in range(6)} for n in pictures)

@@ -16,12 +16,11 @@ from fastapi.testclient import TestClient
 from PIL import Image as PILImage
 from sqlalchemy import select
 
-from fixtures.game import ManualClock, login, png_bytes, seed_images
+from fixtures.game import ManualClock, careful_player_history, login, png_bytes, seed_images
 from gap.config import Settings
 from gap.db.engine import make_engine, make_sessionmaker, transaction
-from gap.db.models import GameSession, Image, Round, Turn
+from gap.db.models import Image, Round, Turn
 from gap.models.base import ChatMessage, ImageInput
-from gap.services.players import create_player
 from gap.services.telegram import init_data_hash
 from gap.web.app import create_app
 
@@ -31,7 +30,6 @@ TOKEN = "s3cret-admin-token"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 CHANGE = {"X-GAP-Admin": "1"}
 ROOT = Path(__file__).resolve().parents[2]
-POOLS = ("tainted", "untainted")
 
 
 class CannedModel:
@@ -267,52 +265,6 @@ def test_image_pool_management(client: TestClient, admin_settings: Settings) -> 
     with transaction(make_sessionmaker(engine)) as db:
         image = db.get(Image, new_id)
         assert image is not None and (image.pool, image.enabled) == ("tainted", False)
-    engine.dispose()
-
-
-def careful_player_history(settings: Settings, rounds: int = 60) -> None:
-    """A careful player's finished session, written straight to the tables: catches every instructed
-    answer, passes every plain one, and flags untainted answers with a correction. Enough evidence for
-    the quality model to keep those flags, so an export has records."""
-    engine = make_engine(settings.resolved_database_url)
-    now = ManualClock().now
-    with transaction(make_sessionmaker(engine)) as db:
-        images = {pool: [i.id for i in db.scalars(select(Image).where(Image.pool == pool))] for pool in POOLS}
-        player, _ = create_player(db, name="Careful", now=now)
-        session = GameSession(player_id=player.id, status="finished", images_total=rounds, created_at=now)
-        db.add(session)
-        db.flush()
-        for index in range(1, rounds + 1):
-            pool = POOLS[index % 3 == 0]  # two tainted rounds for each untainted one
-            instructed = pool == "tainted" and index % 2 == 0
-            verdict = "wrong" if instructed or pool == "untainted" else "correct"
-            rnd = Round(
-                session_id=session.id,
-                index=index,
-                image_id=images[pool][index % len(images[pool])],
-                pool=pool,
-                started_at=now,
-                deadline=now,
-                ended_at=now,
-                end_reason="wrong" if verdict == "wrong" else "timeout",
-            )
-            db.add(rnd)
-            db.flush()
-            db.add(
-                Turn(
-                    round_id=rnd.id,
-                    index=1,
-                    question=f"How many birds are there? ({index})",
-                    answer="Four birds.",
-                    instructed=instructed,
-                    verdict=verdict,
-                    correction="There are two birds." if pool == "untainted" else None,
-                    asked_at=now,
-                    answered_at=now,
-                    judged_at=now,
-                    elapsed_s=10.0,
-                )
-            )
     engine.dispose()
 
 

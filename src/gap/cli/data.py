@@ -7,7 +7,6 @@ configured apart from the game's model, by the ``GAP_REFERENCE_*`` settings or o
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -21,7 +20,7 @@ from gap.data import (
     FORMATS,
     Record,
     assign_splits,
-    export_records,
+    export_records_to,
     import_files,
     merge_near_duplicates,
     parse_split,
@@ -31,9 +30,8 @@ from gap.data import (
     validate_export,
     write_card,
 )
-from gap.data._io import MANIFEST_FILE
 from gap.errors import GapError, InputError
-from gap.storage import image_store, is_s3_url, s3_reader, s3_store
+from gap.storage import LocalStore, image_store, is_s3_url, s3_reader, s3_store
 
 app = typer.Typer(help="Turn kept turns into fine-tuning data, and check it.", no_args_is_help=True)
 
@@ -207,11 +205,10 @@ def export(
     if push and fmt != "hf":
         raise InputError("--push-to-hub needs --format hf")
     current = settings()
-    upload = s3_store(out, current) if is_s3_url(out) else None
-    if push and upload is not None:
+    target = s3_store(out, current) if is_s3_url(out) else LocalStore(Path(out))
+    if push and not isinstance(target, LocalStore):
         raise InputError("--push-to-hub needs a local --out folder")
-    if upload is not None:
-        upload.check()
+    target.check()
     spec = parse_split(split) if split else {}
     if records is not None:
         items = read_records(records)
@@ -224,26 +221,23 @@ def export(
     if dedup:
         items = merge_near_duplicates(items, threshold=dedup_threshold)
     items = assign_splits(items, spec, seed=seed)
-    with tempfile.TemporaryDirectory(prefix="gap-export-") as scratch:
-        result = export_records(
-            items,
-            Path(scratch) / "export" if upload is not None else Path(out),
-            fmt=fmt,  # type: ignore[arg-type]  # checked against FORMATS above
-            name=name,
-            fetch_images=fetch_images,
-            manifest={
-                **provenance,
-                "split": split,
-                "seed": seed,
-                "dedup": {"enabled": dedup, "threshold": dedup_threshold, "merged": before - len(items)},
-            },
-            show_progress=True,
-            read_object=s3_reader(current),
-        )
-        if upload is not None:
-            upload.put_tree(result.out_dir, last=MANIFEST_FILE)
+    result, location = export_records_to(
+        target,
+        items,
+        fmt=fmt,
+        name=name,
+        fetch_images=fetch_images,
+        manifest={
+            **provenance,
+            "split": split,
+            "seed": seed,
+            "dedup": {"enabled": dedup, "threshold": dedup_threshold, "merged": before - len(items)},
+        },
+        show_progress=True,
+        read_object=s3_reader(current),
+    )
     _summary(
-        f"{fmt} export in {upload.url() if upload is not None else result.out_dir}",
+        f"{fmt} export in {location}",
         {
             **{f"split {k}": v for k, v in result.splits.items()},
             "images copied": result.images_local,

@@ -9,6 +9,7 @@ from gap.data._dedup import DEFAULT_THRESHOLD, merge_near_duplicates, minilm_emb
 from gap.data._export import (
     ExportResult,
     export_records,
+    export_records_to,
     push_to_hub,
     read_manifest,
     save_records,
@@ -70,6 +71,7 @@ __all__ = [
     "card_stats",
     "dataset_info_entry",
     "export_records",
+    "export_records_to",
     "hf_row",
     "import_files",
     "import_gap_vqa",

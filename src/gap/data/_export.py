@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from gap.data._io import MANIFEST_FILE, atomic_write_json, read_json, staged_dir
 from gap.data._progress import progress_bar
 from gap.data._records import RECORDS_FILE, Record, write_records
 from gap.errors import ConfigError, GapError, InputError
+from gap.storage import LocalStore, Store
 
 EXPORT_SCHEMA = 1
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -181,6 +183,22 @@ def export_records(
         images_local=local,
         images_remote=remote,
     )
+
+
+def export_records_to(store: Store, records: Sequence[Record], **options: Any) -> tuple[ExportResult, str]:
+    """:func:`export_records` into ``store``; returns the result and where the export now is.
+
+    A local folder is written in place (atomically); object storage gets the export built in a local
+    staging folder and uploaded whole, ``export.json`` last, so a reader that finds the manifest finds
+    every file. The result's ``out_dir`` is then gone: only the returned location stays.
+    """
+    if isinstance(store, LocalStore):
+        result = export_records(records, store.root, **options)
+        return result, str(result.out_dir)
+    with tempfile.TemporaryDirectory(prefix="gap-export-") as scratch:
+        result = export_records(records, Path(scratch) / "export", **options)
+        store.put_tree(result.out_dir, last=MANIFEST_FILE)
+    return result, store.url()
 
 
 def read_manifest(out_dir: Path) -> dict[str, Any]:

@@ -17,7 +17,6 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -536,7 +535,8 @@ class ExportSummary:
     """What an export from the dashboard wrote, and what it had to leave out."""
 
     name: str
-    out_dir: Path
+    location: str
+    """The export's folder, or its ``s3://`` URL."""
     records: int
     kept: int
     missing_references: int
@@ -548,32 +548,30 @@ def export_dataset(
     fmt: str,
     settings: Settings,
     images: Store,
-    out_root: Path,
+    exports: Store,
     now: datetime,
 ) -> ExportSummary:
     """Kept turns (at ``settings.theta``) with a reference answer, written as a fine-tuning set in
-    ``fmt`` under ``out_root``.
+    ``fmt`` into a folder of ``exports`` (:func:`gap.storage.export_store`), readable by every replica
+    when that is object storage.
 
     Uses :mod:`gap.services.data` like ``gap data`` does: players' corrections become references
     first; kept turns still lacking one are left out and counted (``gap data references`` fills them).
     """
-    from gap.data import export_records
+    from gap.data import export_records_to
     from gap.services.data import build_records, kept_turns, store_player_references
+    from gap.storage import s3_reader
 
     theta = settings.theta
     kept = kept_turns(factory, settings)
     store_player_references(factory, kept)
     records, missing = build_records(factory, kept, theta=theta, images=images)
     name = f"{fmt}-{now.strftime('%Y%m%dT%H%M%SZ')}"
-    result = export_records(
+    _result, location = export_records_to(
+        exports.child(name),
         records,
-        out_root / name,
-        fmt=fmt,  # type: ignore[arg-type]
+        fmt=fmt,
         manifest={"source": "gap admin dashboard", "theta": theta, "kept": len(kept)},
+        read_object=s3_reader(settings),
     )
-    return ExportSummary(name, result.out_dir, len(records), len(kept), len(missing))
-
-
-def export_dir(data_dir: Path) -> Path:
-    """Where dashboard exports go: ``exports/`` in the data folder, one sub-folder per export."""
-    return data_dir / "exports"
+    return ExportSummary(name, location, len(records), len(kept), len(missing))

@@ -15,6 +15,7 @@ import hmac
 import re
 import shutil
 import tempfile
+import zipfile
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -35,6 +36,7 @@ from gap.services.game import load_image
 from gap.services.images import MAX_IMAGE_BYTES, add_image, parse_pool, update_image
 from gap.services.rounds import round_stats, start_round
 from gap.services.telegram import validate_init_data
+from gap.storage import export_store
 from gap.web.deps import AppSettings, Context
 from gap.web.errors import complete_spec, error_responses
 
@@ -450,12 +452,12 @@ def export(body: ExportIn, settings: AppSettings, ctx: Context, _who: Admin) -> 
         fmt=body.format,
         settings=settings,
         images=ctx.images,
-        out_root=dash.export_dir(settings.data_dir),
+        exports=export_store(settings),
         now=ctx.clock(),
     )
     return {
         "name": summary.name,
-        "folder": str(summary.out_dir),
+        "folder": summary.location,
         "records": summary.records,
         "kept": summary.kept,
         "missing_references": summary.missing_references,
@@ -467,11 +469,16 @@ def export(body: ExportIn, settings: AppSettings, ctx: Context, _who: Admin) -> 
     "/exports/{name}.zip", response_class=FileResponse, responses=_content("application/zip", "The export.")
 )
 def download(name: str, settings: AppSettings, _who: Admin) -> FileResponse:
-    folder = dash.export_dir(settings.data_dir) / name
-    if not _EXPORT_NAME.match(name) or not folder.is_dir():
+    """The export as a zip, built from wherever exports live (any replica can serve it)."""
+    folder = export_store(settings).child(name) if _EXPORT_NAME.match(name) else None
+    keys = folder.keys() if folder is not None else []
+    if folder is None or not keys:
         raise NotFound("no such export")
     scratch = Path(tempfile.mkdtemp(prefix="gap-export-"))
-    archive = shutil.make_archive(str(scratch / name), "zip", root_dir=folder)
+    archive = scratch / f"{name}.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle:
+        for key in keys:
+            bundle.writestr(key, folder.get(key))
     return FileResponse(
         archive,
         media_type="application/zip",
