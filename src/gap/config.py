@@ -91,6 +91,17 @@ class Settings(BaseSettings):
     model_max_batch: int = Field(
         default=8, ge=1, description="Most questions a `transformers:` model answers in one `generate` call."
     )
+    model_cache_size: int = Field(
+        default=2,
+        ge=1,
+        description="Round models one server process keeps loaded (the current round's and the previous).",
+    )
+    model_warm_interval: float = Field(
+        default=5.0,
+        ge=0,
+        description="Seconds between reads of the current round, whose model a server then loads in the "
+        "background (0: never, the first question loads it).",
+    )
     max_new_tokens: int = Field(
         default=128, gt=0, description="Longest answer the model may write, in tokens."
     )

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from gap.cli._common import database, handle_errors, ready_model, settings
+from gap.config import Settings
 from gap.storage import image_store
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ def serve(
     from gap.services.game import utcnow
     from gap.services.worker import start_thread, worker_config
     from gap.web.app import create_app, require_current_schema
+    from gap.web.metrics import multiprocess_metrics
 
     current = settings()
     if adapter is not None:
@@ -68,6 +70,7 @@ def serve(
         app = create_app(current, model=ready_model(current))
     else:
         require_current_schema(current.resolved_database_url)
+        _share_model_concurrency(current, workers)
     log.info("GAP is serving at http://%s:%d/  (API docs at /docs, model %s)", host, port, current.model)
     if current.model_adapter:
         log.info("with the adapter %s", current.model_adapter)
@@ -82,15 +85,16 @@ def serve(
             log.info("%d server processes", workers)
             from uvicorn.supervisors import Multiprocess
 
-            config = uvicorn.Config(
-                "gap.web.app:replica_app",
-                factory=True,
-                workers=workers,
-                host=host,
-                port=port,
-                **log_options,
-            )
-            Multiprocess(config, sockets=[_tcp_listener(config)]).run()
+            with multiprocess_metrics():  # one scrape of /metrics adds up every worker
+                config = uvicorn.Config(
+                    "gap.web.app:replica_app",
+                    factory=True,
+                    workers=workers,
+                    host=host,
+                    port=port,
+                    **log_options,
+                )
+                Multiprocess(config, sockets=[_tcp_listener(config)]).run()
         else:
             uvicorn.run(app, host=host, port=port, **log_options)
     finally:
@@ -109,3 +113,14 @@ def _tcp_listener(config: uvicorn.Config) -> socket.socket:
     listener = socket.socket(bound.family, bound.type, socket.IPPROTO_TCP, fileno=bound.detach())
     listener.set_inheritable(True)
     return listener
+
+
+def _share_model_concurrency(current: Settings, workers: int) -> None:
+    """Each worker bounds its own model calls; one ``openai:`` server behind N workers would see N x
+    ``GAP_MODEL_CONCURRENCY``. Unless the user set it, each worker gets an N-th of it (at least 1).
+    A ``transformers:`` model is loaded once per worker, so its bound stays as it is."""
+    if "model_concurrency" in current.model_fields_set or not current.model.startswith("openai:"):
+        return
+    share = max(1, current.model_concurrency // workers)
+    os.environ["GAP_MODEL_CONCURRENCY"] = str(share)  # the worker processes read their settings anew
+    log.info("model concurrency: %d per worker (%d in all)", share, current.model_concurrency)

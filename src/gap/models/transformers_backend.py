@@ -254,6 +254,11 @@ class TransformersModel:
         self._loaded = (processor, model, device)
         return self._loaded
 
+    def close(self) -> None:
+        """Stop the batching thread (it holds the model) once queued answers ran; a later answer
+        starts it again."""
+        self.batcher.close()
+
     def prompt_text(self, messages: list[ChatMessage], system: str | None = None) -> str:
         """The prompt string the chat template builds (image placeholders unexpanded), for inspection."""
         with self._lock:

@@ -9,8 +9,12 @@ session's round, so anything exported can be told apart by round.
 
 from __future__ import annotations
 
+import gc
+import logging
 import math
+import sys
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,6 +33,8 @@ from gap.game import Pool
 from gap.models.base import VisionChatModel
 from gap.models.factory import ACCEPTED_FORMS
 from gap.quality import keep_mask
+
+log = logging.getLogger(__name__)
 
 
 def start_round(
@@ -113,28 +119,159 @@ def turns_of_round(table: pd.DataFrame, number: int) -> pd.DataFrame:
     return table[pd.to_numeric(table["collection_round"], errors="coerce") == number].reset_index(drop=True)
 
 
-class RoundModels:
-    """Loaded models by (spec, adapter), each loaded once per process on first use. A model still
-    answering sessions of an older round stays loaded beside the new round's; loading one never
-    blocks answers from the others."""
+ModelKey = tuple[str, str | None]
+"""(spec, adapter) of a round's model."""
 
-    def __init__(self, load: Callable[[str, str | None], VisionChatModel]) -> None:
+
+class RoundModels:
+    """Loaded round models by (spec, adapter), at most ``capacity`` per process.
+
+    A model still answering sessions of an older round stays loaded beside the new round's (the
+    default capacity, 2: the current round's and the previous one's); loading one never blocks
+    answers from the others. Past the capacity the least recently used model goes, preferring those
+    no active session needs (``in_use``); a session whose model went reloads it on its next
+    question. :meth:`warm` loads a model in the background (one load at a time), so the first
+    question of a new round does not pay for it.
+    """
+
+    def __init__(
+        self,
+        load: Callable[[str, str | None], VisionChatModel],
+        *,
+        capacity: int = 2,
+        in_use: Callable[[], set[ModelKey]] | None = None,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity}")
         self._load = load
+        self.capacity = capacity
+        self._in_use = in_use
         self._lock = threading.Lock()
-        self._locks: dict[tuple[str, str | None], threading.Lock] = {}
-        self._models: dict[tuple[str, str | None], VisionChatModel] = {}
+        self._locks: dict[ModelKey, threading.Lock] = {}
+        self._models: OrderedDict[ModelKey, VisionChatModel] = OrderedDict()  # least recently used first
+        self._warming: set[ModelKey] = set()
+        self._warm_lock = threading.Lock()  # one background load at a time
+
+    @property
+    def loaded(self) -> list[ModelKey]:
+        """The models loaded now, least recently used first."""
+        with self._lock:
+            return list(self._models)
+
+    @property
+    def warming(self) -> list[ModelKey]:
+        """The models being loaded in the background now."""
+        with self._lock:
+            return sorted(self._warming, key=str)
 
     def get(self, spec: str, adapter: str | None) -> VisionChatModel:
         key = (spec, adapter)
-        loaded = self._models.get(key)
-        if loaded is not None:
-            return loaded
         with self._lock:
+            loaded = self._models.get(key)
+            if loaded is not None:
+                self._models.move_to_end(key)
+                return loaded
             key_lock = self._locks.setdefault(key, threading.Lock())
         with key_lock:
-            if key not in self._models:
-                self._models[key] = self._load(spec, adapter)
-            return self._models[key]
+            with self._lock:
+                if key in self._models:
+                    self._models.move_to_end(key)
+                    return self._models[key]
+            model = self._load(spec, adapter)
+            evicted = self._admit(key, model)
+        for old in evicted:
+            _release(old)
+        return model
+
+    def warm(self, spec: str, adapter: str | None) -> threading.Thread | None:
+        """Load this model in a background thread unless it is loaded or already being loaded; the
+        thread (to join in tests) or None. A failed load is logged; a question would retry it."""
+        key = (spec, adapter)
+        with self._lock:
+            if key in self._models or key in self._warming:
+                return None
+            self._warming.add(key)
+
+        def run() -> None:
+            try:
+                with self._warm_lock:
+                    self.get(spec, adapter)
+            except Exception:
+                log.exception("warming the model %s (adapter %s) failed", spec, adapter)
+            finally:
+                with self._lock:
+                    self._warming.discard(key)
+
+        thread = threading.Thread(target=run, name="gap-model-warm", daemon=True)
+        thread.start()
+        return thread
+
+    def _admit(self, key: ModelKey, model: VisionChatModel) -> list[VisionChatModel]:
+        """Store ``model``; the models it pushed out of the cache."""
+        needed = self._in_use() if self._in_use is not None and len(self._models) >= self.capacity else set()
+        with self._lock:
+            self._models[key] = model
+            evicted: list[VisionChatModel] = []
+            while len(self._models) > self.capacity:
+                candidates = [k for k in self._models if k != key]
+                victim = next((k for k in candidates if k not in needed), candidates[0])
+                log.info("unloading the model %s (adapter %s): over GAP_MODEL_CACHE_SIZE", *victim)
+                evicted.append(self._models.pop(victim))
+            return evicted
+
+
+def _release(model: VisionChatModel) -> None:
+    """Let an evicted model's memory go: its own resources closed, references dropped, CUDA's cache
+    emptied. A caller still holding it may go on using it (its resources reopen on demand)."""
+    close = getattr(model, "close", None)
+    if callable(close):
+        close()
+    gc.collect()  # a backend's threads may hold it in a cycle
+    torch = sys.modules.get("torch")  # only a process that loaded a local model has CUDA memory to free
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def models_in_use(factory: sessionmaker[Session]) -> set[ModelKey]:
+    """The (spec, adapter) of every round an active session is playing."""
+    with reading(factory) as db:
+        rows = db.execute(
+            select(CollectionRound.model, CollectionRound.adapter)
+            .join(GameSession, GameSession.collection_round == CollectionRound.id)
+            .where(GameSession.status == "active")
+            .distinct()
+        ).all()
+    return {(model, adapter) for model, adapter in rows}
+
+
+def current_round_model(factory: sessionmaker[Session]) -> ModelKey | None:
+    """The (spec, adapter) of the current (newest) round; None before the first round."""
+    with reading(factory) as db:
+        newest = select(CollectionRound.model, CollectionRound.adapter).order_by(CollectionRound.id.desc())
+        row = db.execute(newest.limit(1)).first()
+    return None if row is None else (row[0], row[1])
+
+
+def watch_rounds(
+    factory: sessionmaker[Session], models: RoundModels, interval: float, stop: threading.Event
+) -> threading.Thread:
+    """A thread that reads the current round every ``interval`` seconds and warms its model, so a
+    replica has the new round's model loaded before its first question (issue 14, 12)."""
+
+    def run() -> None:
+        while True:
+            try:
+                current = current_round_model(factory)
+                if current is not None:
+                    models.warm(*current)
+            except Exception:  # a database hiccup: try again next time
+                log.warning("could not read the current round", exc_info=True)
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=run, name="gap-round-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 def round_model_loader(

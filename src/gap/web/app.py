@@ -25,7 +25,7 @@ from gap.models.gate import model_gate
 from gap.services.game import Clock, GameContext, utcnow
 from gap.services.hints import hints_for
 from gap.services.image_policy import untainted_picker
-from gap.services.rounds import RoundModels, round_model_loader
+from gap.services.rounds import RoundModels, models_in_use, round_model_loader, watch_rounds
 from gap.storage import image_store
 from gap.web.access import AccessLog
 from gap.web.errors import document_errors, install_error_handlers
@@ -100,8 +100,14 @@ def create_app(
 
     metrics = Metrics()
     rules = rules_from(settings)
+    factory = make_sessionmaker(engine)
+    round_models = RoundModels(
+        round_model_loader(settings, get_model),
+        capacity=settings.model_cache_size,
+        in_use=lambda: models_in_use(factory),
+    )
     context = GameContext(
-        factory=make_sessionmaker(engine),
+        factory=factory,
         rules=GameRules(
             round_seconds=settings.round_seconds,
             session_images=settings.session_images,
@@ -114,15 +120,22 @@ def create_app(
         clock=clock,
         rng=rng,
         pick_untainted=untainted_picker(settings),
-        round_models=RoundModels(round_model_loader(settings, get_model)),
+        round_models=round_models,
         gate=model_gate(get_model, settings, on_answer=metrics.model_answered),
         hints=settings.hints,
     )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        engine.dispose()
+        stop = threading.Event()
+        if settings.model_warm_interval > 0:
+            watch_rounds(factory, round_models, settings.model_warm_interval, stop)
+        try:
+            yield
+        finally:
+            stop.set()
+            metrics.process_exited()
+            engine.dispose()
 
     app = FastAPI(
         title="GAP",
@@ -137,6 +150,7 @@ def create_app(
     app.state.hints = hints_for(settings, context)
     app.state.metrics = metrics
     app.state.rate_rules = rules
+    metrics.watch(context.gate)
     app.state.templates = Jinja2Templates(directory=HERE / "templates")
     install_error_handlers(app)
     app.add_middleware(

@@ -1,12 +1,22 @@
-"""Prometheus metrics of one server process: requests, latencies, the model, its circuit, sessions.
+"""Prometheus metrics of a server: requests, latencies, the model, its circuit, sessions.
 
-Each app has its own registry (several apps in one test process never collide). With
-``gap serve --workers N`` every worker process reports its own numbers; scrape each replica.
+Each app has its own registry (several apps in one test process never collide). Under
+``gap serve --workers N`` prometheus_client's multiprocess mode is on (``PROMETHEUS_MULTIPROC_DIR``,
+set by :func:`multiprocess_dir`): every worker writes its numbers to files there and one scrape, on
+whichever worker answers it, adds them all up. Gauges say how: models awaited now are summed over
+live workers, the circuit is the worst live worker's, active sessions (read from the database) the
+latest reading.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import (
@@ -16,12 +26,13 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
 )
 from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gap.db.models import GameSession
-from gap.models.gate import CircuitState
+from gap.models.gate import CircuitState, ModelGate
 
 _CIRCUIT_VALUE = {CircuitState.CLOSED: 0, CircuitState.HALF_OPEN: 1, CircuitState.OPEN: 2}
 
@@ -52,17 +63,38 @@ class Metrics:
         )
         self.circuit = Gauge(
             "gap_model_circuit_state",
-            "The model's circuit: 0 closed, 1 half-open, 2 open.",
+            "The model's circuit: 0 closed, 1 half-open, 2 open (the worst worker's).",
             registry=self.registry,
+            multiprocess_mode="livemax",
         )
         self.in_flight = Gauge(
-            "gap_model_in_flight", "Model answers being awaited now.", registry=self.registry
+            "gap_model_in_flight",
+            "Model answers being awaited now.",
+            registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.active_sessions = Gauge(
             "gap_active_sessions",
             "Game sessions being played (all replicas: read from the database).",
             registry=self.registry,
+            multiprocess_mode="livemostrecent",
         )
+        self._gate: ModelGate | None = None
+
+    def watch(self, gate: ModelGate) -> None:
+        """Report this gate's circuit and answers in flight (sampled after every request, so each
+        worker's own numbers stay fresh for a scrape answered by another)."""
+        self._gate = gate
+
+    def sample(self) -> None:
+        if self._gate is not None:
+            self.circuit.set(_CIRCUIT_VALUE[self._gate.breaker.state])
+            self.in_flight.set(self._gate.in_flight)
+
+    def process_exited(self) -> None:
+        """Drop this process's live gauges from the shared files (multiprocess mode), on shutdown."""
+        if multiprocess_on():
+            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
     def model_answered(self, seconds: float, error: str | None) -> None:
         if error != "circuit_open":  # not called at all: no latency to record
@@ -71,16 +103,45 @@ class Metrics:
             self.model_errors.labels(error).inc()
 
 
+def multiprocess_on() -> bool:
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+@contextmanager
+def multiprocess_metrics() -> Iterator[Path]:
+    """Multiprocess mode for the worker processes started inside: ``PROMETHEUS_MULTIPROC_DIR`` as
+    set (its old files removed first, as the client requires) or a fresh temporary folder, removed
+    at the end. Enter it before the workers import prometheus_client (it picks its storage then)."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        folder = Path(given)
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.db"):
+            stale.unlink()
+        yield folder
+        return
+    folder = Path(tempfile.mkdtemp(prefix="gap-metrics-"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    try:
+        yield folder
+    finally:
+        del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def render(metrics: Metrics, ctx: Any) -> tuple[bytes, str]:
-    """The metrics text; gauges read at scrape time."""
-    metrics.circuit.set(_CIRCUIT_VALUE[ctx.gate.breaker.state])
-    metrics.in_flight.set(ctx.gate.in_flight)
+    """The metrics text (every worker's, in multiprocess mode); gauges read at scrape time."""
+    metrics.sample()
     with ctx.factory() as db:
         metrics.active_sessions.set(
             db.scalar(select(func.count()).select_from(GameSession).where(GameSession.status == "active"))
             or 0
         )
-    return generate_latest(metrics.registry), CONTENT_TYPE_LATEST
+    if not multiprocess_on():
+        return generate_latest(metrics.registry), CONTENT_TYPE_LATEST
+    combined = CollectorRegistry()
+    multiprocess.MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
+    return generate_latest(combined), CONTENT_TYPE_LATEST
 
 
 class RequestMetrics:
@@ -109,3 +170,4 @@ class RequestMetrics:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             self.metrics.requests.labels(scope["method"], route, str(status)).inc()
             self.metrics.latency.labels(scope["method"], route).observe(time.perf_counter() - started)
+            self.metrics.sample()
