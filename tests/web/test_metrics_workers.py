@@ -95,11 +95,11 @@ def test_a_fresh_metrics_folder_per_serve(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_workers_share_an_openai_backends_bound(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GAP_MODEL_CONCURRENCY", raising=False)
-    _share_model_concurrency(Settings(model="openai:m", _env_file=None), 4)  # type: ignore[call-arg]
+    _share_model_concurrency(Settings(model="openai:m"), 4)
     assert os.environ["GAP_MODEL_CONCURRENCY"] == "4"  # 16 in all
 
     monkeypatch.delenv("GAP_MODEL_CONCURRENCY")
-    _share_model_concurrency(Settings(model="transformers:/m", _env_file=None), 4)  # type: ignore[call-arg]
+    _share_model_concurrency(Settings(model="transformers:/m"), 4)
     assert "GAP_MODEL_CONCURRENCY" not in os.environ  # one model per worker: its own bound
 
     monkeypatch.setenv("GAP_MODEL_CONCURRENCY", "6")
