@@ -11,4 +11,5 @@ pytest_plugins = [
     "fixtures.models",
     "fixtures.scale_backend",
     "fixtures.server",
+    "fixtures.redis",  # after fixtures.server, which it imports
 ]

@@ -7,17 +7,12 @@ model as fast as the server answered.
 from __future__ import annotations
 
 import random
-import shutil
-import socket
-import subprocess
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from fixtures.game import login, seed_images
-from fixtures.models import free_port
 from gap.config import Settings
 from gap.errors import ConfigError
 from gap.models.base import ChatMessage, ImageInput
@@ -91,46 +86,6 @@ def test_bad_rates_and_redis_urls_are_config_errors(settings: Settings) -> None:
         create_app(settings.model_copy(update={"rate_questions": "lots"}), model=Yes())
     with pytest.raises(ConfigError, match="GAP_REDIS_URL"):
         create_app(settings.model_copy(update={"redis_url": "http://cache:6379"}), model=Yes())
-
-
-@pytest.fixture
-def redis_url(tmp_path: Any) -> Iterator[str]:
-    """A throwaway redis-server on a free port (Debian's `redis-server`; scripts/test installs it)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        assert server.stdout is not None
-        for line in server.stdout:  # wait for the state "ready", which the server prints
-            if b"Ready to accept connections" in line:
-                break
-        else:
-            raise AssertionError("redis-server did not start")
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as probe:
-            probe.sendall(b"PING\r\n")
-            assert probe.recv(16).startswith(b"+PONG")
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_two_replicas_share_the_limits_through_redis(settings: Settings, redis_url: str) -> None:
