@@ -34,13 +34,13 @@ class Named:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.closed = False
+        self.unloaded = False
 
     def answer(self, image: ImageInput, messages: list[ChatMessage], system: str | None = None) -> str:
         return self.name
 
-    def close(self) -> None:
-        self.closed = True
+    def unload(self) -> None:
+        self.unloaded = True
 
 
 def test_the_cache_evicts_least_recently_used_models_no_session_needs() -> None:
@@ -56,10 +56,10 @@ def test_the_cache_evicts_least_recently_used_models_no_session_needs() -> None:
     models.get("a", None)  # a is now more recent than b
     needed.add(("b", None))  # but a session still plays b
     models.get("c", None)
-    assert models.loaded == [("b", None), ("c", None)] and isinstance(a, Named) and a.closed
+    assert models.loaded == [("b", None), ("c", None)] and isinstance(a, Named) and a.unloaded
     needed.clear()
     models.get("a", None)  # nobody needs b, the least recently used: it goes, a reloads
-    assert models.loaded == [("c", None), ("a", None)] and isinstance(b, Named) and b.closed
+    assert models.loaded == [("c", None), ("a", None)] and isinstance(b, Named) and b.unloaded
     assert loads == ["a", "b", "c", "a"]
     with pytest.raises(ValueError, match="at least 1"):
         RoundModels(load, capacity=0)

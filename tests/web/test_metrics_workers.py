@@ -34,6 +34,7 @@ def _healthz_count(text: str) -> float:
     return total
 
 
+@pytest.mark.slow  # two worker processes start (~20-60 s on a busy machine)
 def test_one_scrape_sums_every_worker(
     tmp_path: Path, settings: Settings, scale_backend: ScaleBackend
 ) -> None:

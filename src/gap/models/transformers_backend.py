@@ -254,9 +254,9 @@ class TransformersModel:
         self._loaded = (processor, model, device)
         return self._loaded
 
-    def close(self) -> None:
-        """Stop the batching thread (it holds the model) once queued answers ran; a later answer
-        starts it again."""
+    def unload(self) -> None:
+        """Let the weights be freed once nothing else holds this model: stop the batching thread
+        (it holds the model) after the queued answers ran; a later answer starts it again."""
         self.batcher.close()
 
     def prompt_text(self, messages: list[ChatMessage], system: str | None = None) -> str:

@@ -221,11 +221,11 @@ class RoundModels:
 
 
 def _release(model: VisionChatModel) -> None:
-    """Let an evicted model's memory go: its own resources closed, references dropped, CUDA's cache
-    emptied. A caller still holding it may go on using it (its resources reopen on demand)."""
-    close = getattr(model, "close", None)
-    if callable(close):
-        close()
+    """Let an evicted model's memory go: its threads stopped (``unload``, where a backend has one),
+    references dropped, CUDA's cache emptied. A caller still holding it may go on using it."""
+    unload = getattr(model, "unload", None)
+    if callable(unload):
+        unload()
     gc.collect()  # a backend's threads may hold it in a cycle
     torch = sys.modules.get("torch")  # only a process that loaded a local model has CUDA memory to free
     if torch is not None and torch.cuda.is_available():
