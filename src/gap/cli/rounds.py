@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -14,9 +15,10 @@ from rich.table import Table
 from sqlalchemy.orm import Session, sessionmaker
 
 from gap.cli._common import console, database, handle_errors, settings
+from gap.cli.eval import JudgeKey, JudgeModel, JudgeUrl, judge_setup
 from gap.config import Settings
 from gap.db.engine import transaction
-from gap.errors import NotFound
+from gap.errors import InputError, NotFound
 from gap.services.game import utcnow
 from gap.services.rounds import FooledRate, RoundStats, fooled_rates, round_stats, start_round
 
@@ -71,8 +73,9 @@ def start(
     ] = None,
     note: Annotated[str | None, typer.Option(help="A free note, e.g. what the model was tuned on.")] = None,
 ) -> None:
-    """Open a new round: sessions started from now on, on every replica, play against its model;
-    sessions already running finish on the model they started with."""
+    """Open a new round: new sessions, on every replica, play against its model.
+
+    Sessions already running finish on the model they started with."""
     factory = database(settings(), expect_data=False)
     with transaction(factory) as db:
         row = start_round(db, model=model, adapter=adapter, note=note, now=utcnow())
@@ -138,3 +141,70 @@ def show(
     for key, value in row.items():
         text = _fooled_text(row) if key == "fooled" else value
         typer.echo(f"{key}: {'-' if text is None else text}")
+
+
+@app.command("compare")
+@handle_errors
+def compare(
+    data: Annotated[
+        Path, typer.Option(help="A `gap data export` folder (its records.jsonl; record ids are turn ids).")
+    ],
+    out: Annotated[Path, typer.Option(help="Folder for the runs and rounds-compare.md/.json (resumable).")],
+    rounds: Annotated[
+        str | None, typer.Option(help="Comma-separated round numbers, e.g. 1,2; default: every round.")
+    ] = None,
+    split: Annotated[str, typer.Option(help="The export's held-out split.")] = "val",
+    metric: Annotated[
+        str | None,
+        typer.Option(
+            help="gpt-score (the judge), exact-match, numeric or yes-no; default: gpt-score when a judge "
+            "is configured (--judge or GAP_JUDGE_MODEL), else exact-match."
+        ),
+    ] = None,
+    judge: JudgeModel = None,
+    judge_base_url: JudgeUrl = None,
+    judge_api_key: JudgeKey = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Items per generate call (local models).")] = 16,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
+) -> None:
+    """Each round's model on each round's held-out questions: accuracy, fixed and broken.
+
+    For every (round's questions x round's model): accuracy with an image-clustered 95% CI; for
+    consecutive models on the same questions: errors fixed (wrong -> right) and answers broken
+    (right -> wrong), with McNemar's exact test and the paired bootstrap. See docs/rounds.md."""
+    from gap.services.round_compare import compare_rounds
+
+    current = settings()
+    numbers = _numbers(rounds)
+    setup = judge_setup(
+        judge, judge_base_url, judge_api_key, None, with_question=False, repeats=1, concurrency=8
+    )
+    chosen = metric or ("gpt-score" if setup is not None else "exact-match")
+    report = compare_rounds(
+        database(current),
+        current,
+        data=data,
+        out=out,
+        split=split,
+        numbers=numbers,
+        metric=chosen,
+        judge=setup,
+        batch_size=batch_size,
+        show_progress=not as_json,
+    )
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    from gap.services.round_compare import markdown
+
+    typer.echo(markdown(report))
+    typer.echo(str(out / "rounds-compare.md"))
+
+
+def _numbers(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise InputError(f"--rounds takes comma-separated round numbers, e.g. 1,2; got {text!r}") from None
