@@ -4,10 +4,12 @@ first question."""
 
 from __future__ import annotations
 
+import gc
 import random
 import shutil
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -161,7 +163,11 @@ def test_three_rounds_keep_two_models_and_an_old_session_reloads(
             players.append((auth, round_id))
             assert _model_of(settings, _ask(client, auth, round_id)) == spec
             assert len(models.loaded) <= 2
+            if number == 0:
+                first = weakref.ref(models.get(spec, None))
         assert [key[0] for key in models.loaded] == specs[1:]  # round 0's went: least recently used
+        gc.collect()
+        assert first() is None  # nothing holds its weights any more
         # Round 0's session goes on, on its own model, loaded again.
         auth, round_id = players[0]
         assert _model_of(settings, _ask(client, auth, round_id)) == specs[0]
