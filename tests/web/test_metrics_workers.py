@@ -80,6 +80,18 @@ def test_one_scrape_sums_every_worker(
         for scrape in scrapes:
             assert scrape.status_code == 200
             assert _healthz_count(scrape.text) == answered, scrape.text
+            gauges = {
+                sample.name: sample
+                for family in text_string_to_metric_families(scrape.text)
+                for sample in family.samples
+                if sample.name in ("gap_model_circuit_state", "gap_model_in_flight", "gap_active_sessions")
+            }
+            assert {name: g.value for name, g in gauges.items()} == {  # one value each, not one per worker
+                "gap_model_circuit_state": 0,
+                "gap_model_in_flight": 0,
+                "gap_active_sessions": 0,
+            }, scrape.text
+            assert all("pid" not in g.labels for g in gauges.values()), scrape.text
     finally:
         server.terminate()
         server.wait(timeout=60)
