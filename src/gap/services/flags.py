@@ -68,10 +68,21 @@ def play_stats(db: Session) -> list[PlayStats]:
             .group_by(Player.signup_ip_hash)
         ).all()
     )
-    shared = {h for h, n in per_ip.items() if n > 1}
-    players = db.execute(
+    shared = (
+        select(Player.signup_ip_hash)
+        .where(Player.signup_ip_hash.is_not(None))
+        .group_by(Player.signup_ip_hash)
+        .having(func.count() > 1)
+    )
+    judging = (
+        select(GameSession.player_id)
+        .join(Round, Round.session_id == GameSession.id)
+        .join(Turn, Turn.round_id == Round.id)
+        .where(Turn.verdict.is_not(None))
+    )
+    players = db.execute(  # subqueries, not id lists: no bound-parameter limit however many players
         select(Player.id, Player.name, Player.signup_ip_hash).where(
-            Player.id.in_(list(counts)) | Player.signup_ip_hash.in_(shared)
+            Player.id.in_(judging) | Player.signup_ip_hash.in_(shared)
         )
     )
     return [
