@@ -7,6 +7,10 @@ prints requests/s, p50 and p99, and the game/bare ratios.
 
     python benchmarks/bench_web.py                          # SQLite in a temporary folder
     python benchmarks/bench_web.py --database-url postgresql+psycopg://...   # an empty database
+    python benchmarks/bench_web.py --concurrency 100 --think 1 --requests 3000   # players who think
+
+With ``--think S`` each client pauses a random 0.5 S to 1.5 S before every request, as players
+reading an answer do: the latencies then show the server under a steady load rather than saturated.
 """
 
 from __future__ import annotations
@@ -130,7 +134,9 @@ class Connection:
         return status, json.loads(payload) if payload else None
 
 
-async def run_level(kind: str, port: int, clients: int, total: int) -> tuple[float, list[float], int]:
+async def run_level(
+    kind: str, port: int, clients: int, total: int, think: float = 0.0
+) -> tuple[float, list[float], int]:
     """(requests/s, latencies, non-2xx) over ``total`` requests shared by ``clients`` clients."""
     latencies: list[float] = []
     errors = 0
@@ -138,6 +144,8 @@ async def run_level(kind: str, port: int, clients: int, total: int) -> tuple[flo
 
     async def timed(conn: Connection, *args: Any, **kwargs: Any) -> tuple[int, Any]:
         nonlocal errors
+        if think:
+            await asyncio.sleep(think * random.uniform(0.5, 1.5))  # a player reading the answer
         started = time.perf_counter()
         status, body = await conn.request(*args, **kwargs)
         latencies.append(time.perf_counter() - started)
@@ -231,6 +239,9 @@ def main() -> None:
     parser.add_argument("--data-dir")
     parser.add_argument("--concurrency", default="1,20,200")
     parser.add_argument("--requests", type=int, default=1200, help="requests per level and app")
+    parser.add_argument(
+        "--think", type=float, default=0.0, help="seconds each client thinks between requests (mean)"
+    )
     parser.add_argument("--serve", choices=["game", "bare"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -242,27 +253,30 @@ def main() -> None:
     database_url = args.database_url or f"sqlite:///{tmp / 'gap.sqlite3'}"
     seed(database_url, data_dir)
     levels = [int(c) for c in args.concurrency.split(",")]
-    results: dict[tuple[str, int], tuple[float, float, int]] = {}
+    results: dict[tuple[str, int], tuple[float, float, float, int]] = {}
     for kind in ("bare", "game"):
         process, port = start(kind, database_url, data_dir)
         try:
             for clients in levels:
-                rate, latencies, errors = asyncio.run(run_level(kind, port, clients, args.requests))
-                results[kind, clients] = (rate, p99(latencies), errors)
+                rate, latencies, errors = asyncio.run(
+                    run_level(kind, port, clients, args.requests, args.think)
+                )
+                results[kind, clients] = (rate, statistics.median(latencies), p99(latencies), errors)
         finally:
             process.terminate()
             process.wait()
-    print(f"database: {database_url.split('://')[0]}, {args.requests} requests per level")
+    thinking = f", clients think {args.think:g} s" if args.think else ""
+    print(f"database: {database_url.split('://')[0]}, {args.requests} requests per level{thinking}")
     print(
-        f"{'clients':>7} {'bare req/s':>10} {'bare p99':>9} {'game req/s':>10} {'game p99':>9} "
-        f"{'ratio':>6} {'p99 x':>6} {'errors':>6}"
+        f"{'clients':>7} {'bare req/s':>10} {'bare p50':>9} {'bare p99':>9} {'game req/s':>10} "
+        f"{'game p50':>9} {'game p99':>9} {'ratio':>6} {'p99 x':>6} {'errors':>6}"
     )
     for clients in levels:
         bare, game = results["bare", clients], results["game", clients]
         print(
-            f"{clients:>7} {bare[0]:>10.0f} {bare[1] * 1000:>7.0f}ms "
-            f"{game[0]:>10.0f} {game[1] * 1000:>7.0f}ms "
-            f"{game[0] / bare[0]:>6.2f} {game[1] / bare[1]:>6.2f} {game[2]:>6}"
+            f"{clients:>7} {bare[0]:>10.0f} {bare[1] * 1000:>7.1f}ms {bare[2] * 1000:>7.1f}ms "
+            f"{game[0]:>10.0f} {game[1] * 1000:>7.1f}ms {game[2] * 1000:>7.1f}ms "
+            f"{game[0] / bare[0]:>6.2f} {game[2] / bare[2]:>6.2f} {game[3]:>6}"
         )
 
 

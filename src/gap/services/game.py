@@ -23,14 +23,15 @@ from typing import Any, cast
 
 import anyio
 import anyio.to_thread
-from sqlalchemy import CursorResult, delete, func, select, update
+from sqlalchemy import CursorResult, and_, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from gap.db.engine import reading, transaction
-from gap.db.models import CollectionRound, GameSession, Image, Round, RoundHint, Turn
+from gap.db.models import CollectionRound, GameSession, Image, Player, Round, RoundHint, Turn, new_id
 from gap.errors import (
     AlreadyJudged,
+    AuthError,
     AwaitingVerdict,
     ConfigError,
     Conflict,
@@ -59,6 +60,7 @@ from gap.game import (
 from gap.models.base import ChatMessage, ImageInput, VisionChatModel
 from gap.models.gate import ModelGate
 from gap.services.image_policy import UntaintedPicker
+from gap.services.players import UNKNOWN_TOKEN, hash_token
 from gap.services.round_images import round_image_url
 from gap.services.rounds import RoundModels
 from gap.storage import Store
@@ -67,6 +69,8 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 MAX_CORRECTION_CHARS = 1000
+IMAGE_CACHE_SIZE = 64
+"""Images whose bytes each process keeps (a question used to read the file every time)."""
 STALE_TURN_MARGIN_S = 10.0
 """A question unanswered this long past the model time-out was lost (its process died): it no longer
 blocks the round."""
@@ -153,83 +157,128 @@ def resolve_image_path(images_dir: Path, stored: str) -> Path:
 
 
 # --- reading and advancing state --------------------------------------------------------------
+#
+# The question and the verdict are the hot path (issue 12): they read what they need in one joined
+# query each, write with single conditional statements and build no ORM objects.
 
 
-def _advance(db: Session, session: GameSession, rules: GameRules, now: datetime) -> Round | None:
+def _changed(result: Any) -> int:
+    """Rows an UPDATE or DELETE touched."""
+    return cast(CursorResult[Any], result).rowcount
+
+
+@dataclass(frozen=True)
+class _Live:
+    """The round being played."""
+
+    id: str
+    index: int
+    deadline: datetime
+    fresh: bool = False
+    """Started by this request: no question can have been asked on it yet."""
+
+
+def _advance(
+    db: Session, session_id: str, status: str, rules: GameRules, now: datetime
+) -> tuple[str, _Live | None]:
     """Close rounds whose deadline passed, start the next one, finish the session when none is left.
 
-    Returns the round being played, or None when the session is over.
+    Returns the session's status and the round being played (None when the session is over). Only
+    rounds not yet ended are read, in one query.
     """
-    if session.status != "active":
-        return None
-    for rnd in session.rounds:
-        if rnd.ended_at is not None:
-            continue
-        if rnd.started_at is None:
-            db.execute(
+    if status != "active":
+        return status, None
+    open_rounds = db.execute(
+        select(Round.id, Round.index, Round.started_at, Round.deadline)
+        .where(Round.session_id == session_id, Round.ended_at.is_(None))
+        .order_by(Round.index)
+    ).all()
+    for round_id, index, started_at, deadline in open_rounds:
+        fresh = started_at is None
+        if fresh:
+            deadline = round_deadline(now, rules)
+            started = db.execute(
                 update(Round)
-                .where(Round.id == rnd.id, Round.started_at.is_(None))
-                .values(started_at=now, deadline=round_deadline(now, rules))
+                .where(Round.id == round_id, Round.started_at.is_(None), Round.ended_at.is_(None))
+                .values(started_at=now, deadline=deadline)
             )
-            db.refresh(rnd)
-            if rnd.ended_at is not None:  # closed unplayed by the worker meanwhile
-                continue
-        assert rnd.deadline is not None
-        if rnd.ended_at is None and not is_expired(rnd.deadline, now):
-            return rnd
+            if not _changed(started):  # started by a racing request, or closed unplayed by the worker
+                fresh = False
+                row = db.execute(select(Round.deadline, Round.ended_at).where(Round.id == round_id)).one()
+                if row.ended_at is not None:
+                    continue
+                deadline = row.deadline
+        assert deadline is not None
+        if not is_expired(deadline, now):
+            return "active", _Live(round_id, index, deadline, fresh)
         db.execute(
             update(Round)
-            .where(Round.id == rnd.id, Round.ended_at.is_(None))
-            .values(ended_at=rnd.deadline, end_reason=EndReason.TIMEOUT.value)
+            .where(Round.id == round_id, Round.ended_at.is_(None))
+            .values(ended_at=deadline, end_reason=EndReason.TIMEOUT.value)
         )
-        db.refresh(rnd)
-    db.execute(
+    finished = db.execute(
         update(GameSession)
-        .where(GameSession.id == session.id, GameSession.status == "active")
+        .where(GameSession.id == session_id, GameSession.status == "active")
         .values(status="finished", finished_at=now)
     )
-    db.refresh(session)
-    return None
+    if _changed(finished):
+        return "finished", None
+    return str(db.scalar(select(GameSession.status).where(GameSession.id == session_id))), None
 
 
-def _round_view(rnd: Round, now: datetime) -> RoundView:
-    assert rnd.deadline is not None
+def _round_view(db: Session, live: _Live, token_hash: str, now: datetime) -> RoundView:
+    turns = (
+        []
+        if live.fresh
+        else db.execute(
+            select(Turn.id, Turn.question, Turn.answer, Turn.verdict)
+            .where(Turn.round_id == live.id)
+            .order_by(Turn.index)
+        ).all()
+    )
     return RoundView(
-        round_id=rnd.id,
-        index=rnd.index,
-        image_url=round_image_url(rnd),
-        seconds_left=round(seconds_left(rnd.deadline, now), 3),
-        turns=[TurnView(t.id, t.question, t.answer, t.verdict) for t in rnd.turns],
+        round_id=live.id,
+        index=live.index,
+        image_url=round_image_url(live.id, token_hash),
+        seconds_left=round(seconds_left(live.deadline, now), 3),
+        turns=[TurnView(*turn) for turn in turns],
     )
 
 
-def _session_summary(session: GameSession) -> SessionSummary:
-    turns = [t for r in session.rounds for t in r.turns if t.answer is not None]
-    return SessionSummary(
-        questions=len(turns),
-        caught=sum(1 for t in turns if t.verdict == Verdict.WRONG.value),
-        corrections=sum(1 for t in turns if t.correction is not None),
+def _session_view(
+    db: Session, session_id: str, status: str, current: _Live | None, now: datetime
+) -> SessionView:
+    images_total, token_hash = db.execute(
+        select(GameSession.images_total, Player.token_hash)
+        .join(Player, Player.id == GameSession.player_id)
+        .where(GameSession.id == session_id)
+    ).one()
+    done = db.scalar(
+        select(func.count())
+        .select_from(Round)
+        .where(Round.session_id == session_id, Round.ended_at.is_not(None))
     )
-
-
-def _session_view(session: GameSession, current: Round | None, now: datetime) -> SessionView:
-    done = sum(1 for r in session.rounds if r.ended_at is not None)
-    finished = session.status == "finished"
     return SessionView(
-        session_id=session.id,
-        status=session.status,
-        images_total=session.images_total,
-        images_done=done,
-        round=_round_view(current, now) if current is not None else None,
-        summary=_session_summary(session) if finished else None,
+        session_id=session_id,
+        status=status,
+        images_total=images_total,
+        images_done=done or 0,
+        round=_round_view(db, current, token_hash, now) if current is not None else None,
+        summary=_session_summary(db, session_id) if status == "finished" else None,
     )
 
 
-def _owned_session(db: Session, player_id: str, session_id: str) -> GameSession:
-    session = db.get(GameSession, session_id)
-    if session is None or session.player_id != player_id:
-        raise NotFound("no such session")
-    return session
+def _session_summary(db: Session, session_id: str) -> SessionSummary:
+    questions, caught, corrections = db.execute(
+        select(
+            func.count(),
+            func.count().filter(Turn.verdict == Verdict.WRONG.value),
+            func.count(Turn.correction),
+        )
+        .join(Round, Round.id == Turn.round_id)
+        .where(Round.session_id == session_id, Turn.answer.is_not(None))
+    ).one()
+    return SessionSummary(questions=questions, caught=caught, corrections=corrections)
 
 
 def _owned_round(db: Session, player_id: str, round_id: str) -> Round:
@@ -237,6 +286,12 @@ def _owned_round(db: Session, player_id: str, round_id: str) -> Round:
     if rnd is None or rnd.session.player_id != player_id:
         raise NotFound("no such round")
     return rnd
+
+
+def _active_session(db: Session, player_id: str) -> str | None:
+    return db.scalar(
+        select(GameSession.id).where(GameSession.player_id == player_id, GameSession.status == "active")
+    )
 
 
 # --- requests ---------------------------------------------------------------------------------
@@ -247,29 +302,25 @@ def start_session(ctx: GameContext, player_id: str) -> SessionView:
     now = ctx.clock()
     try:
         with transaction(ctx.factory) as db:
-            active = db.scalar(
-                select(GameSession).where(GameSession.player_id == player_id, GameSession.status == "active")
-            )
+            active = _active_session(db, player_id)
             if active is not None:
-                current = _advance(db, active, ctx.rules, now)
-                if active.status == "active":
-                    return _session_view(active, current, now)
-            session = _create_session(db, ctx, player_id, now)
-            current = _advance(db, session, ctx.rules, now)
-            return _session_view(session, current, now)
+                status, current = _advance(db, active, "active", ctx.rules, now)
+                if status == "active":
+                    return _session_view(db, active, status, current, now)
+            session_id = _create_session(db, ctx, player_id, now)
+            status, current = _advance(db, session_id, "active", ctx.rules, now)
+            return _session_view(db, session_id, status, current, now)
     except IntegrityError:
         # Another request created the active session first: serve that one.
         with transaction(ctx.factory) as db:
-            active = db.scalar(
-                select(GameSession).where(GameSession.player_id == player_id, GameSession.status == "active")
-            )
+            active = _active_session(db, player_id)
             if active is None:
                 raise
-            current = _advance(db, active, ctx.rules, now)
-            return _session_view(active, current, now)
+            status, current = _advance(db, active, "active", ctx.rules, now)
+            return _session_view(db, active, status, current, now)
 
 
-def _create_session(db: Session, ctx: GameContext, player_id: str, now: datetime) -> GameSession:
+def _create_session(db: Session, ctx: GameContext, player_id: str, now: datetime) -> str:
     pools: dict[str, list[str]] = {Pool.TAINTED: [], Pool.UNTAINTED: []}
     for image_id, pool in db.execute(select(Image.id, Image.pool).where(Image.enabled.is_(True))):
         pools[pool].append(image_id)
@@ -296,16 +347,20 @@ def _create_session(db: Session, ctx: GameContext, player_id: str, now: datetime
     ]
     db.add(session)
     db.flush()
-    return session
+    return session.id
 
 
 def get_session(ctx: GameContext, player_id: str, session_id: str) -> SessionView:
     """The session as the player may see it; an expired round is closed here and the next served."""
     now = ctx.clock()
     with transaction(ctx.factory) as db:
-        session = _owned_session(db, player_id, session_id)
-        current = _advance(db, session, ctx.rules, now)
-        return _session_view(session, current, now)
+        owner, status = db.execute(
+            select(GameSession.player_id, GameSession.status).where(GameSession.id == session_id)
+        ).one_or_none() or (None, None)
+        if owner != player_id or status is None:
+            raise NotFound("no such session")
+        status, current = _advance(db, session_id, status, ctx.rules, now)
+        return _session_view(db, session_id, status, current, now)
 
 
 def _clean_question(question: str, limit: int) -> str:
@@ -330,17 +385,17 @@ class _PendingQuestion:
     """(spec, adapter) of the session's round of collection; None: the context's own model."""
 
 
-async def ask(ctx: GameContext, player_id: str, round_id: str, question: str) -> tuple[str, str]:
+async def ask(ctx: GameContext, token: str, round_id: str, question: str) -> tuple[str, str]:
     """Ask the model a question about the round's image. Returns (turn_id, answer).
 
+    ``token`` is the player's bearer token: who they are and that the round is theirs are one query.
     The turn is stored before the model is called (so a second question races into a unique
     constraint, not into the model), the model runs outside any transaction and off the shared
     thread pool (:class:`ModelGate`), and a failed answer removes the turn again so the player can
     simply retry. Either way the round's deadline moves by the time the model took (at most the
     model time-out): the player's clock does not run while the server answers.
     """
-    cleaned = _clean_question(question, ctx.max_question_chars)
-    pending = await anyio.to_thread.run_sync(_open_turn, ctx, player_id, round_id, cleaned)
+    pending = await anyio.to_thread.run_sync(_open_turn, ctx, token, round_id, question)
     try:
         answer, model_name = await ctx.gate.answer(
             pending.image, pending.messages, pending.system, _round_model(ctx, pending)
@@ -408,50 +463,87 @@ def _player_facing(exc: Exception) -> Exception:
     return exc
 
 
-def _open_turn(ctx: GameContext, player_id: str, round_id: str, question: str) -> _PendingQuestion:
+def _open_turn(ctx: GameContext, token: str, round_id: str, question: str) -> _PendingQuestion:
     now = ctx.clock()
     try:
         with transaction(ctx.factory) as db:
-            rnd = _owned_round(db, player_id, round_id)
-            _advance(db, rnd.session, ctx.rules, now)
-            db.refresh(rnd)
-            if rnd.ended_at is not None:
+            # Who asks, and the round if it is theirs, in one query: no row is an unknown token, a row
+            # without a session a round that is not theirs (or none).
+            row = db.execute(
+                select(
+                    GameSession.id.label("session_id"),
+                    GameSession.status,
+                    GameSession.collection_round,
+                    Round.pool,
+                    Round.started_at,
+                    Round.deadline,
+                    Round.ended_at,
+                    Image.id.label("image_id"),
+                    Image.path,
+                    Image.sha256,
+                    Image.mime_type,
+                    CollectionRound.model.label("round_model"),
+                    CollectionRound.adapter.label("round_adapter"),
+                )
+                .select_from(Player)
+                .outerjoin(Round, Round.id == round_id)
+                .outerjoin(
+                    GameSession, and_(GameSession.id == Round.session_id, GameSession.player_id == Player.id)
+                )
+                .outerjoin(Image, Image.id == Round.image_id)
+                .outerjoin(CollectionRound, CollectionRound.id == GameSession.collection_round)
+                .where(Player.token_hash == hash_token(token))
+            ).one_or_none()
+            if row is None:
+                raise AuthError(UNKNOWN_TOKEN)
+            question = _clean_question(question, ctx.max_question_chars)
+            if row.session_id is None:
+                raise NotFound("no such round")
+            started_at, deadline, ended_at = row.started_at, row.deadline, row.ended_at
+            playing = started_at is not None and ended_at is None and not is_expired(deadline, now)
+            if not (playing and row.status == "active"):
+                # Not the round in play: close what expired, start what is due, then look again.
+                _advance(db, row.session_id, row.status, ctx.rules, now)
+                started_at, deadline, ended_at = db.execute(
+                    select(Round.started_at, Round.deadline, Round.ended_at).where(Round.id == round_id)
+                ).one()
+            if ended_at is not None:
                 raise RoundOver("this round is over")
-            if rnd.started_at is None or rnd.deadline is None:
+            if started_at is None or deadline is None:
                 raise Conflict("this round has not started yet")
-            turns = list(rnd.turns)
-            if turns and _lost(turns[-1], ctx, now):
+            turns = list(
+                db.execute(
+                    select(Turn.id, Turn.question, Turn.answer, Turn.verdict, Turn.asked_at)
+                    .where(Turn.round_id == round_id)
+                    .order_by(Turn.index)
+                )
+            )
+            if turns and _lost(turns[-1].answer, turns[-1].asked_at, ctx, now):
                 db.execute(delete(Turn).where(Turn.id == turns[-1].id, Turn.answer.is_(None)))
-                db.expire(rnd)
                 turns.pop()
             if turns and turns[-1].verdict is None:
                 raise AwaitingVerdict("mark the previous answer Correct or Wrong first")
-            pool = Pool(rnd.pool)
-            instructed = draw_instructed(pool, ctx.rules.taint_rate, ctx.random())
-            turn = Turn(
-                round_id=rnd.id,
-                index=len(turns) + 1,
-                question=question,
-                instructed=instructed,
-                asked_at=now,
-                elapsed_s=(now - rnd.started_at).total_seconds(),
-                collection_round=rnd.session.collection_round,
-                hinted=ctx.hints and _is_hint(db, rnd.id, question),
+            instructed = draw_instructed(Pool(row.pool), ctx.rules.taint_rate, ctx.random())
+            turn_id = new_id()
+            db.execute(
+                insert(Turn).values(
+                    id=turn_id,
+                    round_id=round_id,
+                    index=len(turns) + 1,
+                    question=question,
+                    instructed=instructed,
+                    asked_at=now,
+                    elapsed_s=(now - started_at).total_seconds(),
+                    collection_round=row.collection_round,
+                    hinted=ctx.hints and _is_hint(db, round_id, question),
+                )
             )
-            db.add(turn)
-            db.flush()
-            image = rnd.image
-            key = image.path
-            history = [(earlier.question, earlier.answer or "") for earlier in turns]
-            prompt = turn_prompt(history, question, instructed=instructed)
-            turn_id = turn.id
-            deadline = rnd.deadline
-            campaign = db.get(CollectionRound, turn.collection_round) if turn.collection_round else None
-            round_model = (campaign.model, campaign.adapter) if campaign is not None else None
     except IntegrityError as exc:
         raise AwaitingVerdict("another question on this round is still being answered") from exc
+    history = [(earlier.question, earlier.answer or "") for earlier in turns]
+    prompt = turn_prompt(history, question, instructed=instructed)
     try:
-        data = ctx.images.get(key)
+        image = _image_input(ctx.images, row.path, row.sha256, row.mime_type)
     except GapError as exc:
         with transaction(ctx.factory) as db:
             db.execute(delete(Turn).where(Turn.id == turn_id))
@@ -463,10 +555,10 @@ def _open_turn(ctx: GameContext, player_id: str, round_id: str, question: str) -
         round_id=round_id,
         asked_at=now,
         deadline=deadline,
-        image=ImageInput(data, image.mime_type),
+        image=image,
         messages=prompt.messages,
         system=prompt.system,
-        round_model=round_model,
+        round_model=(row.round_model, row.round_adapter) if row.round_model is not None else None,
     )
 
 
@@ -475,66 +567,95 @@ def _is_hint(db: Session, round_id: str, question: str) -> bool:
     return hint is not None and hint.matches(question)
 
 
-def _lost(turn: Turn, ctx: GameContext, now: datetime) -> bool:
+@functools.lru_cache(maxsize=IMAGE_CACHE_SIZE)
+def _image_input(store: Store, key: str, sha256: str, mime_type: str) -> ImageInput:
+    """An image's bytes, fetched once per process: an image's content never changes under its hash."""
+    return ImageInput(store.get(key), mime_type)
+
+
+def _lost(answer: str | None, asked_at: datetime, ctx: GameContext, now: datetime) -> bool:
     """An unanswered question older than the model time-out: the process asking the model died."""
     limit = timedelta(seconds=ctx.model_timeout + STALE_TURN_MARGIN_S)
-    return turn.answer is None and now - turn.asked_at > limit
+    return answer is None and now - asked_at > limit
 
 
 def judge(
-    ctx: GameContext, player_id: str, turn_id: str, verdict: Verdict, correction: str | None
+    ctx: GameContext, token: str, turn_id: str, verdict: Verdict, correction: str | None
 ) -> VerdictResult:
-    """Record the player's verdict once; Wrong ends the round. Points come later, from settlement."""
-    if correction is not None:
-        correction = correction.strip() or None
-    if correction is not None and verdict is not Verdict.WRONG:
-        raise InputError("a correction can only come with a Wrong verdict")
-    if correction is not None and len(correction) > MAX_CORRECTION_CHARS:
-        raise InputError(f"correction must be at most {MAX_CORRECTION_CHARS} characters")
+    """Record the player's verdict once; Wrong ends the round. Points come later, from settlement.
+
+    ``token`` is the player's bearer token: who they are and that the turn is theirs are one query.
+    """
     now = ctx.clock()
+    token_hash = hash_token(token)
     with transaction(ctx.factory) as db:
-        turn = db.get(Turn, turn_id)
-        if turn is None or turn.round.session.player_id != player_id:
+        row = db.execute(
+            select(
+                GameSession.id.label("session_id"),
+                GameSession.status,
+                Turn.answer,
+                Turn.verdict,
+                Turn.round_id,
+                Round.deadline,
+                Round.ended_at,
+            )
+            .select_from(Player)
+            .outerjoin(Turn, Turn.id == turn_id)
+            .outerjoin(Round, Round.id == Turn.round_id)
+            .outerjoin(
+                GameSession, and_(GameSession.id == Round.session_id, GameSession.player_id == Player.id)
+            )
+            .where(Player.token_hash == token_hash)
+        ).one_or_none()
+        if row is None:
+            raise AuthError(UNKNOWN_TOKEN)
+        if correction is not None:
+            correction = correction.strip() or None
+        if correction is not None and verdict is not Verdict.WRONG:
+            raise InputError("a correction can only come with a Wrong verdict")
+        if correction is not None and len(correction) > MAX_CORRECTION_CHARS:
+            raise InputError(f"correction must be at most {MAX_CORRECTION_CHARS} characters")
+        if row.session_id is None:
             raise NotFound("no such turn")
-        if turn.verdict is not None:
+        if row.verdict is not None:
             raise AlreadyJudged("this answer already has a verdict")
-        if turn.answer is None:
+        if row.answer is None:
             raise Conflict("the answer is not ready yet")
-        rnd, session = turn.round, turn.round.session
-        if rnd.ended_at is not None or (rnd.deadline is not None and is_expired(rnd.deadline, now)):
+        if row.ended_at is not None or (row.deadline is not None and is_expired(row.deadline, now)):
             raise RoundOver("this round is over")
         claimed = db.execute(
             update(Turn)
             .where(Turn.id == turn_id, Turn.verdict.is_(None))
             .values(verdict=verdict.value, correction=correction, judged_at=now)
         )
-        won = cast(CursorResult[Any], claimed).rowcount
-        if not won:
+        if not _changed(claimed):
             raise AlreadyJudged("this answer already has a verdict")
-        if round_ends_after(verdict):
-            db.execute(
-                update(Round)
-                .where(Round.id == rnd.id, Round.ended_at.is_(None))
-                .values(ended_at=now, end_reason=EndReason.WRONG.value)
-            )
-            db.refresh(rnd)
-        current = _advance(db, session, ctx.rules, now)
-        round_over = rnd.ended_at is not None
+        if not round_ends_after(verdict):
+            # The round goes on (it is in play: checked above), so nothing else changes.
+            return VerdictResult(round_status="active", session_status=row.status, next_round=None)
+        db.execute(
+            update(Round)
+            .where(Round.id == row.round_id, Round.ended_at.is_(None))
+            .values(ended_at=now, end_reason=EndReason.WRONG.value)
+        )
+        status, current = _advance(db, row.session_id, row.status, ctx.rules, now)
         return VerdictResult(
-            round_status="ended" if round_over else "active",
-            session_status=session.status,
-            next_round=_round_view(current, now) if round_over and current is not None else None,
+            round_status="ended",
+            session_status=status,
+            next_round=_round_view(db, current, token_hash, now) if current is not None else None,
         )
 
 
 def load_image(ctx: GameContext, image_id: str) -> tuple[bytes, str]:
     """The bytes and MIME type of an image, by its opaque id."""
     with reading(ctx.factory) as db:
-        image = db.get(Image, image_id)
-        if image is None:
+        row = db.execute(
+            select(Image.path, Image.sha256, Image.mime_type).where(Image.id == image_id)
+        ).one_or_none()
+        if row is None:
             raise NotFound("no such image")
-        key, mime = image.path, image.mime_type
     try:
-        return ctx.images.get(key), mime
+        image = _image_input(ctx.images, row.path, row.sha256, row.mime_type)
     except NotFound as exc:
         raise NotFound("no such image") from exc
+    return image.data, image.mime_type

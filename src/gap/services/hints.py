@@ -123,7 +123,7 @@ def _claim(hints: Hints, player_id: str, round_id: str) -> str | _Claim:
     try:
         with transaction(game.factory) as db:
             rnd = _owned_round(db, player_id, round_id)
-            _advance(db, rnd.session, game.rules, now)
+            _advance(db, rnd.session_id, rnd.session.status, game.rules, now)
             db.refresh(rnd)
             if rnd.ended_at is not None:
                 raise RoundOver("this round is over")

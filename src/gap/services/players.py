@@ -15,6 +15,7 @@ from gap.errors import AuthError, InputError, NotFound
 from gap.game.rules import POINTS_PER_CATCH, Verdict
 
 MAX_NAME_CHARS = 64
+UNKNOWN_TOKEN = "unknown or expired token"
 
 
 def hash_token(token: str) -> str:
@@ -76,7 +77,7 @@ def login_telegram(
 def player_for_token(db: Session, token: str) -> Player:
     player = db.scalar(select(Player).where(Player.token_hash == hash_token(token)))
     if player is None:
-        raise AuthError("unknown or expired token")
+        raise AuthError(UNKNOWN_TOKEN)
     return player
 
 

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, object_session
+from sqlalchemy.orm import Session
 
 from gap.db.models import GameSession, Player, Round
 from gap.errors import NotFound
@@ -24,13 +24,9 @@ def round_image_key(round_id: str, token_hash: str) -> str:
     return hmac.new(token_hash.encode(), message, hashlib.sha256).hexdigest()[:32]
 
 
-def round_image_url(rnd: Round) -> str:
-    """The URL of ``rnd``'s picture for its player; ``rnd`` must be attached to an open session."""
-    db = object_session(rnd)
-    assert db is not None, "round_image_url needs a round loaded in an open session"
-    token_hash = db.scalar(select(Player.token_hash).where(Player.id == rnd.session.player_id))
-    assert token_hash is not None
-    return f"/api/rounds/{rnd.id}/image?key={round_image_key(rnd.id, token_hash)}"
+def round_image_url(round_id: str, token_hash: str) -> str:
+    """The URL of a round's picture for its player, whose token hash is ``token_hash``."""
+    return f"/api/rounds/{round_id}/image?key={round_image_key(round_id, token_hash)}"
 
 
 def round_image_id(db: Session, round_id: str, key: str) -> str:
