@@ -23,7 +23,7 @@ from typing import Any, cast
 
 import anyio
 import anyio.to_thread
-from sqlalchemy import CursorResult, and_, delete, func, insert, select, update
+from sqlalchemy import CursorResult, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -463,37 +463,53 @@ def _player_facing(exc: Exception) -> Exception:
     return exc
 
 
+# Who asks, and the round or turn if it is theirs, in one query each, built once: no row is an
+# unknown token, a row without a session a round or turn that is not theirs (or none).
+_ASKER = (
+    select(
+        GameSession.id.label("session_id"),
+        GameSession.status,
+        GameSession.collection_round,
+        Round.pool,
+        Round.started_at,
+        Round.deadline,
+        Round.ended_at,
+        Image.path,
+        Image.sha256,
+        Image.mime_type,
+        CollectionRound.model.label("round_model"),
+        CollectionRound.adapter.label("round_adapter"),
+    )
+    .select_from(Player)
+    .outerjoin(Round, Round.id == bindparam("round_id"))
+    .outerjoin(GameSession, and_(GameSession.id == Round.session_id, GameSession.player_id == Player.id))
+    .outerjoin(Image, Image.id == Round.image_id)
+    .outerjoin(CollectionRound, CollectionRound.id == GameSession.collection_round)
+    .where(Player.token_hash == bindparam("token_hash"))
+)
+_JUDGE = (
+    select(
+        GameSession.id.label("session_id"),
+        GameSession.status,
+        Turn.answer,
+        Turn.verdict,
+        Turn.round_id,
+        Round.deadline,
+        Round.ended_at,
+    )
+    .select_from(Player)
+    .outerjoin(Turn, Turn.id == bindparam("turn_id"))
+    .outerjoin(Round, Round.id == Turn.round_id)
+    .outerjoin(GameSession, and_(GameSession.id == Round.session_id, GameSession.player_id == Player.id))
+    .where(Player.token_hash == bindparam("token_hash"))
+)
+
+
 def _open_turn(ctx: GameContext, token: str, round_id: str, question: str) -> _PendingQuestion:
     now = ctx.clock()
     try:
         with transaction(ctx.factory) as db:
-            # Who asks, and the round if it is theirs, in one query: no row is an unknown token, a row
-            # without a session a round that is not theirs (or none).
-            row = db.execute(
-                select(
-                    GameSession.id.label("session_id"),
-                    GameSession.status,
-                    GameSession.collection_round,
-                    Round.pool,
-                    Round.started_at,
-                    Round.deadline,
-                    Round.ended_at,
-                    Image.id.label("image_id"),
-                    Image.path,
-                    Image.sha256,
-                    Image.mime_type,
-                    CollectionRound.model.label("round_model"),
-                    CollectionRound.adapter.label("round_adapter"),
-                )
-                .select_from(Player)
-                .outerjoin(Round, Round.id == round_id)
-                .outerjoin(
-                    GameSession, and_(GameSession.id == Round.session_id, GameSession.player_id == Player.id)
-                )
-                .outerjoin(Image, Image.id == Round.image_id)
-                .outerjoin(CollectionRound, CollectionRound.id == GameSession.collection_round)
-                .where(Player.token_hash == hash_token(token))
-            ).one_or_none()
+            row = db.execute(_ASKER, {"token_hash": hash_token(token), "round_id": round_id}).one_or_none()
             if row is None:
                 raise AuthError(UNKNOWN_TOKEN)
             question = _clean_question(question, ctx.max_question_chars)
@@ -589,24 +605,7 @@ def judge(
     now = ctx.clock()
     token_hash = hash_token(token)
     with transaction(ctx.factory) as db:
-        row = db.execute(
-            select(
-                GameSession.id.label("session_id"),
-                GameSession.status,
-                Turn.answer,
-                Turn.verdict,
-                Turn.round_id,
-                Round.deadline,
-                Round.ended_at,
-            )
-            .select_from(Player)
-            .outerjoin(Turn, Turn.id == turn_id)
-            .outerjoin(Round, Round.id == Turn.round_id)
-            .outerjoin(
-                GameSession, and_(GameSession.id == Round.session_id, GameSession.player_id == Player.id)
-            )
-            .where(Player.token_hash == token_hash)
-        ).one_or_none()
+        row = db.execute(_JUDGE, {"token_hash": token_hash, "turn_id": turn_id}).one_or_none()
         if row is None:
             raise AuthError(UNKNOWN_TOKEN)
         if correction is not None:
