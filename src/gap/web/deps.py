@@ -16,11 +16,13 @@ from gap.services.players import player_for_token
 _bearer = HTTPBearer(auto_error=False, description="The token from POST /api/auth/guest.")
 
 
-def get_context(request: Request) -> GameContext:
+# Async though they do not await: FastAPI runs a plain ``def`` dependency in the thread pool, one
+# thread hop per request for reading an attribute.
+async def get_context(request: Request) -> GameContext:
     return request.app.state.context  # type: ignore[no-any-return]
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
