@@ -70,7 +70,8 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 MAX_CORRECTION_CHARS = 1000
 IMAGE_CACHE_SIZE = 64
-"""Images whose bytes each process keeps (a question used to read the file every time)."""
+"""Images whose bytes each process keeps for questions (a question used to read the file, or fetch
+the object, every time)."""
 STALE_TURN_MARGIN_S = 10.0
 """A question unanswered this long past the model time-out was lost (its process died): it no longer
 blocks the round."""
@@ -646,15 +647,13 @@ def judge(
 
 
 def load_image(ctx: GameContext, image_id: str) -> tuple[bytes, str]:
-    """The bytes and MIME type of an image, by its opaque id."""
+    """The bytes and MIME type of an image, by its opaque id (from the store each time: a page loads
+    a round's picture once, and an image removed from the store is a 404 at once)."""
     with reading(ctx.factory) as db:
-        row = db.execute(
-            select(Image.path, Image.sha256, Image.mime_type).where(Image.id == image_id)
-        ).one_or_none()
+        row = db.execute(select(Image.path, Image.mime_type).where(Image.id == image_id)).one_or_none()
         if row is None:
             raise NotFound("no such image")
     try:
-        image = _image_input(ctx.images, row.path, row.sha256, row.mime_type)
+        return ctx.images.get(row.path), row.mime_type
     except NotFound as exc:
         raise NotFound("no such image") from exc
-    return image.data, image.mime_type
