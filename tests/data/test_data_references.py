@@ -29,7 +29,7 @@ def job(tmp_path: Path) -> ReferenceJob:
         ChatMessage("assistant", "A street."),
         ChatMessage("user", "How many buses are there?"),
     )
-    return ReferenceJob("t1", image, "image/png", messages, wrong_answer="There are three buses.")
+    return ReferenceJob("t1", str(image), "image/png", messages, wrong_answer="There are three buses.")
 
 
 @dataclass
@@ -69,7 +69,7 @@ def test_the_model_sees_image_history_and_the_wrong_answer(job: ReferenceJob) ->
     outcome = ask_reference(model, job, retries=0, backoff=0)
     assert outcome.ok and outcome.text == "There is one bus." and outcome.attempts == 1
     image, messages, system = model.calls[0]
-    assert image.data == job.image_path.read_bytes() and image.mime_type == "image/png"
+    assert image.data == Path(job.image).read_bytes() and image.mime_type == "image/png"
     assert messages == list(job.messages)
     assert system is not None and "There are three buses." in system and "judged wrong" in system
 
@@ -91,7 +91,7 @@ def test_gives_up_after_the_retries_and_reports_the_last_error(job: ReferenceJob
 
 
 def test_an_unreadable_image_is_not_sent(job: ReferenceJob, tmp_path: Path) -> None:
-    broken = ReferenceJob("t2", tmp_path / "absent.png", "image/png", job.messages, None)
+    broken = ReferenceJob("t2", str(tmp_path / "absent.png"), "image/png", job.messages, None)
     model = ScriptedModel()
     outcome = ask_reference(model, broken, retries=3, backoff=0)
     assert not outcome.ok and "absent.png" in (outcome.error or "")
@@ -101,7 +101,7 @@ def test_an_unreadable_image_is_not_sent(job: ReferenceJob, tmp_path: Path) -> N
 
 def test_concurrency_is_bounded_and_outcomes_arrive_in_the_calling_thread(job: ReferenceJob) -> None:
     model = ScriptedModel(delay=0.05)
-    jobs = [ReferenceJob(f"t{i}", job.image_path, "image/png", job.messages, "x") for i in range(12)]
+    jobs = [ReferenceJob(f"t{i}", job.image, "image/png", job.messages, "x") for i in range(12)]
     threads: set[int] = set()
     outcomes = run_reference_jobs(
         model, jobs, on_outcome=lambda o: threads.add(threading.get_ident()), concurrency=3, retries=0

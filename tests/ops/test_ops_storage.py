@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from fixtures.game import careful_player_history, login, png_bytes
@@ -23,8 +24,10 @@ from gap.cli import app
 from gap.config import Settings
 from gap.data import Message, Provenance, Record, validate_export, write_records
 from gap.db.engine import make_engine, make_sessionmaker, transaction
+from gap.db.models import Turn
 from gap.game import Pool
 from gap.models.base import ChatMessage, ImageInput
+from gap.services.data import fill_references
 from gap.services.images import add_image
 from gap.storage import LocalStore, S3Store
 from gap.web.app import create_app
@@ -236,3 +239,25 @@ def test_a_dashboard_export_on_one_replica_downloads_from_another(
     assert {"export.json", "train.json", "records.jsonl"} <= set(bundle.namelist())
     pictures = [n for n in bundle.namelist() if n.startswith("images/")]
     assert pictures and all(bundle.read(n) in {png_bytes(s) for s in range(6)} for n in pictures)
+
+
+def test_reference_answers_read_the_images_from_s3(s3: S3, settings: Settings) -> None:
+    images = S3Store(BUCKET, "gap/images", endpoint_url=s3.endpoint)
+    factory = make_sessionmaker(make_engine(settings.resolved_database_url))
+    with transaction(factory) as db:
+        for seed in range(4):
+            add_image(
+                db,
+                images=images,
+                data=png_bytes(seed),
+                original_name=f"{seed}.png",
+                pool=Pool.TAINTED if seed % 2 else Pool.UNTAINTED,
+                now=datetime.now(UTC),
+            )
+    careful_player_history(settings, rounds=6)
+    with transaction(factory) as db:  # turns without a player's correction need the reference model
+        asked = list(db.scalars(select(Turn.id).where(Turn.correction.is_(None))))
+    model = SeeingModel()
+    report = fill_references(factory, model, asked, images=images, backoff=0)
+    assert asked and report.answered == len(asked) and report.failed == 0
+    assert len(model.seen) == len(asked) and set(model.seen) <= {png_bytes(s) for s in range(4)}

@@ -134,7 +134,7 @@ def fill(s: Seeded, model: object, **kwargs: object) -> service.ReferenceReport:
         s.factory,
         model,
         list(s.kept),
-        images_dir=s.settings.images_dir,
+        images=LocalStore(s.settings.images_dir),
         backoff=0,
         **kwargs,  # type: ignore[arg-type]
     )

@@ -99,7 +99,7 @@ def references(
         factory,
         reference,
         list(kept),
-        images_dir=current.images_dir,
+        images=image_store(current, check=True),
         concurrency=concurrency,
         retries=retries,
         backoff=backoff,

@@ -41,14 +41,18 @@ class ReferenceJob:
     """One question to answer: the image, the conversation ending with the kept question."""
 
     turn_id: str
-    image_path: Path
+    image: str
+    """Where the image is: a local file, or an ``s3://`` URL (named in errors)."""
     mime_type: str
     messages: tuple[ChatMessage, ...]
     wrong_answer: str | None
+    read: Callable[[], bytes] | None = None
+    """Reads the image from the game's image store; None: ``image`` is a local file."""
 
     def load_image(self) -> ImageInput:
         """Read the image when the job runs, so queued jobs hold no image bytes."""
-        return ImageInput(self.image_path.read_bytes(), self.mime_type)
+        data = self.read() if self.read is not None else Path(self.image).read_bytes()
+        return ImageInput(data, self.mime_type)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +79,8 @@ def ask_reference(
     system = reference_system_prompt(job.wrong_answer)
     try:
         image = job.load_image()
-    except OSError as exc:
-        return ReferenceOutcome(job.turn_id, None, f"ImageError: cannot read {job.image_path}: {exc}", 0)
+    except (OSError, GapError) as exc:
+        return ReferenceOutcome(job.turn_id, None, f"ImageError: cannot read {job.image}: {exc}", 0)
     error = ""
     for attempt in range(1, retries + 2):
         try:

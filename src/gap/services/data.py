@@ -8,10 +8,10 @@ row has text is never asked again, and a failed row keeps its attempts and last 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Literal
 
 from sqlalchemy import select
@@ -25,7 +25,7 @@ from gap.db.models import ReferenceAnswer, Round, Turn
 from gap.errors import ConfigError
 from gap.models.base import ChatMessage, VisionChatModel
 from gap.quality import keep_mask
-from gap.services.game import resolve_image_path, utcnow
+from gap.services.game import utcnow
 from gap.services.quality import fit_database
 from gap.storage import Store
 
@@ -102,7 +102,7 @@ def _history(turn: Turn) -> list[Turn]:
     return [t for t in sorted(turn.round.turns, key=lambda t: t.index) if t.index <= turn.index]
 
 
-def _job(turn: Turn, images_dir: Path) -> ReferenceJob:
+def _job(turn: Turn, images: Store) -> ReferenceJob:
     messages: list[ChatMessage] = []
     for earlier in _history(turn)[:-1]:
         messages.append(ChatMessage("user", strip_image_tokens(earlier.question)))
@@ -111,7 +111,8 @@ def _job(turn: Turn, images_dir: Path) -> ReferenceJob:
     image = turn.round.image
     return ReferenceJob(
         turn_id=turn.id,
-        image_path=resolve_image_path(images_dir, image.path).resolve(),
+        image=images.url(image.path),
+        read=functools.partial(images.get, image.path),
         mime_type=image.mime_type,
         messages=tuple(messages),
         wrong_answer=turn.answer,
@@ -138,14 +139,14 @@ def store_player_references(factory: sessionmaker[Session], turn_ids: Collection
 
 
 def pending_jobs(
-    factory: sessionmaker[Session], turn_ids: Collection[str], *, images_dir: Path
+    factory: sessionmaker[Session], turn_ids: Collection[str], *, images: Store
 ) -> tuple[list[ReferenceJob], int]:
     """Jobs for the kept turns that still have no reference text, and how many already have one."""
     with reading(factory) as db:
         existing = _references(db, turn_ids)
         done = sum(1 for row in existing.values() if row.text)
         jobs = [
-            _job(turn, images_dir)
+            _job(turn, images)
             for turn in _load_turns(db, turn_ids)
             if not (turn.id in existing and existing[turn.id].text)
         ]
@@ -172,7 +173,7 @@ def fill_references(
     model: VisionChatModel | None,
     turn_ids: Collection[str],
     *,
-    images_dir: Path,
+    images: Store,
     concurrency: int = 4,
     retries: int = 2,
     backoff: float = 1.0,
@@ -186,7 +187,7 @@ def fill_references(
     :class:`ConfigError`.
     """
     from_players = store_player_references(factory, turn_ids)
-    jobs, done = pending_jobs(factory, turn_ids, images_dir=images_dir)
+    jobs, done = pending_jobs(factory, turn_ids, images=images)
     if limit is not None:
         jobs = jobs[:limit]
     if jobs and model is None:

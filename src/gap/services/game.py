@@ -18,7 +18,6 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, cast
 
 import anyio
@@ -150,11 +149,6 @@ class VerdictResult:
     round_status: str
     session_status: str
     next_round: RoundView | None
-
-
-def resolve_image_path(images_dir: Path, stored: str) -> Path:
-    path = Path(stored)
-    return path if path.is_absolute() else images_dir / path
 
 
 # --- reading and advancing state --------------------------------------------------------------
