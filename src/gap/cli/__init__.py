@@ -10,6 +10,7 @@ from gap.cli import (
     db,
     demo,
     images,
+    lab,
     models,
     quality,
     rounds,
@@ -35,6 +36,7 @@ app.add_typer(quality.app, name="quality")
 app.add_typer(turns.app, name="turns")
 app.add_typer(train.app, name="train")
 app.add_typer(eval_cli.app, name="eval")
+app.add_typer(lab.app, name="lab")
 app.command("simulate")(simulate.simulate)
 app.command("serve")(serve.serve)
 app.command("worker")(worker.worker)

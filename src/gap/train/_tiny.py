@@ -9,6 +9,7 @@ trained on a few sentences) with their family's special tokens and a chat templa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -16,7 +17,7 @@ from typing import Any, Literal
 from gap.errors import ConfigError
 
 Family = Literal["idefics3", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava", "gemma3"]
-Size = Literal["tiny", "bench", "gpu"]
+Size = Literal["tiny", "lab", "bench", "gpu"]
 FAMILIES: tuple[Family, ...] = ("idefics3", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava", "gemma3")
 SEED = 0
 
@@ -30,6 +31,9 @@ _CORPUS = [
     "Is there a bus on the left? No, there is no bus. What is in the picture? A street.",
     "USER: ASSISTANT: system user assistant You are a helpful assistant.",
 ]
+
+DEFAULT_SYSTEM = "You are a helpful assistant."
+"""Qwen2-VL's own default system prompt, rendered when a conversation brings none."""
 
 QWEN2_VL_TEMPLATE = (
     "{% for message in messages %}"
@@ -91,6 +95,7 @@ class _Dims:
 
 _DIMS: dict[Size, _Dims] = {
     "tiny": _Dims(32, 64, 2, 4, 2, 32, 2, 56),
+    "lab": _Dims(64, 128, 2, 4, 2, 64, 2, 56),  # gap lab's base models: learnable on a CPU in minutes
     "bench": _Dims(512, 1536, 4, 8, 4, 256, 4, 56),
     "gpu": _Dims(2048, 5632, 20, 16, 8, 1024, 12, 448),
 }
@@ -105,11 +110,12 @@ def _tokenizer(
     pad: str,
     template: str,
     named_tokens: dict[str, str] | None = None,
+    corpus: Sequence[str] | None = None,
 ) -> Any:
     from gap.models.tiny import train_bpe
 
     return transformers.PreTrainedTokenizerFast(
-        tokenizer_object=train_bpe(special, _CORPUS * 4, vocab_size=512),
+        tokenizer_object=train_bpe(special, list(corpus or _CORPUS * 4), vocab_size=512),
         bos_token=bos,
         eos_token=eos,
         pad_token=pad,
@@ -162,7 +168,9 @@ def _qwen_vision(transformers: Any, family: str, dims: _Dims) -> Any:
     )
 
 
-def _qwen_vl(transformers: Any, family: str, dims: _Dims) -> tuple[Any, Any]:
+def _qwen_vl(
+    transformers: Any, family: str, dims: _Dims, corpus: Sequence[str] | None, default_system: str
+) -> tuple[Any, Any]:
     """Qwen2-VL, Qwen2.5-VL or Qwen3-VL: the same tokens and prompt layout, different towers."""
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>"]
     special += ["<|image_pad|>", "<|video_pad|>"]
@@ -172,7 +180,8 @@ def _qwen_vl(transformers: Any, family: str, dims: _Dims) -> tuple[Any, Any]:
         bos="<|im_start|>",
         eos="<|im_end|>",
         pad="<|endoftext|>",
-        template=QWEN2_VL_TEMPLATE,
+        template=QWEN2_VL_TEMPLATE.replace(DEFAULT_SYSTEM, default_system),
+        corpus=corpus,
     )
     # tiny: 56 x 56 pixels, 4 x 4 patches of 14, merged 2 x 2 into 4 visual tokens per image
     # (Qwen3-VL: patches of 16, so 64 x 64 pixels)
@@ -332,13 +341,27 @@ def _gemma3(transformers: Any, dims: _Dims) -> tuple[Any, Any]:
     return config, (tokenizer, image_processor, transformers.Gemma3ForConditionalGeneration, processor)
 
 
-def make_tiny_family(family: Family, out_dir: Path, *, size: Size = "tiny") -> Path:
-    """Write a random-weight model folder of ``family`` (weights, processor, chat template) to ``out_dir``."""
+def make_tiny_family(
+    family: Family,
+    out_dir: Path,
+    *,
+    size: Size = "tiny",
+    corpus: Sequence[str] | None = None,
+    default_system: str = DEFAULT_SYSTEM,
+) -> Path:
+    """Write a random-weight model folder of ``family`` (weights, processor, chat template) to ``out_dir``.
+
+    ``corpus`` trains the tokenizer instead of the built-in sentences (``gap lab`` gives its prompts,
+    so they cost few tokens); ``default_system`` replaces the Qwen templates' default system prompt
+    (``gap lab`` gives the game's, so training and evaluation render the prompt the game sends).
+    """
     from gap.models.transformers_backend import import_stack
 
     if family not in FAMILIES:
         raise ConfigError(f"unknown tiny family {family!r}; expected one of {', '.join(FAMILIES)}")
     out_dir = Path(out_dir)
+    if (corpus is not None or default_system != DEFAULT_SYSTEM) and not family.startswith("qwen"):
+        raise ConfigError("a corpus or a default system prompt is supported for the Qwen families only")
     if family == "idefics3" and size == "tiny":
         from gap.models.tiny import make_tiny_vlm
 
@@ -353,7 +376,9 @@ def make_tiny_family(family: Family, out_dir: Path, *, size: Size = "tiny") -> P
     elif family == "gemma3":
         config, (tokenizer, image_processor, model_class, processor) = _gemma3(transformers, dims)
     else:
-        config, (tokenizer, image_processor, model_class, processor) = _qwen_vl(transformers, family, dims)
+        config, (tokenizer, image_processor, model_class, processor) = _qwen_vl(
+            transformers, family, dims, corpus, default_system
+        )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
         model = model_class(config).eval()
