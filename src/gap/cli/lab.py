@@ -15,14 +15,20 @@ app = typer.Typer(help="The GAP loop end to end on a synthetic world whose truth
 @app.command("run")
 @handle_errors
 def run(
-    out: Annotated[Path, typer.Option(help="Folder for the report (report.md, report.json, PNGs) and the run.")],
-    size: Annotated[str, typer.Option(help="ci (minutes on 2 CPU cores) or full (under half an hour).")] = "ci",
+    out: Annotated[
+        Path, typer.Option(help="Folder for the report (report.md, report.json, PNGs) and the run.")
+    ],
+    size: Annotated[
+        str, typer.Option(help="ci (minutes on 2 CPU cores) or full (under half an hour).")
+    ] = "ci",
     seed: Annotated[int, typer.Option(help="Seed of the world, the players, the splits and training.")] = 0,
     cache: Annotated[
         Path | None,
         typer.Option(help="Folder of cached base models (default: ~/.cache/gap/lab, by the recipe's hash)."),
     ] = None,
-    threads: Annotated[int, typer.Option(min=1, help="torch threads (1 is fastest on a shared machine).")] = 1,
+    threads: Annotated[
+        int, typer.Option(min=1, help="torch threads (1 is fastest on a shared machine).")
+    ] = 1,
 ) -> None:
     """Serve a base model with known blind spots, let simulated players play it over HTTP, filter,
     export, fine-tune and evaluate; write OUT/report.md, OUT/report.json and PNGs."""

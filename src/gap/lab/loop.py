@@ -35,12 +35,17 @@ from gap.lab import world
 from gap.lab._cli import run_gap
 from gap.lab.model import Recipe, build_base, recipe_info
 from gap.lab.players import PlayedTurn, PlayLog, play, population
+from gap.train._tiny import Family
 
 SizeName = Literal["ci", "full"]
 THETAS: tuple[float, ...] = (0.0, 0.5, 0.8, 0.9, 0.95)
 MAIN_THETA = 0.8
+UNFILTERED = 1e-9
+"""The export threshold standing for theta = 0 (everything players flagged)."""
 METRIC = "exact-match"
-FAMILY_A, FAMILY_B = "qwen2_vl", "qwen2_5_vl"
+FAMILY_A: Family = "qwen2_vl"
+FAMILY_B: Family = "qwen2_5_vl"
+"""The game plays family A's base; its data also trains family B's (cross-model transfer)."""
 console = Console(stderr=True)
 
 
@@ -59,15 +64,20 @@ class LabSize:
     lora_lr: float
     heldout_every: int = 4
     """Every this-many-th player is held out: their kept questions are the adversarial test set."""
+    round_seconds: float = 3.0
+    """The server's real round clock (GAP_ROUND_SECONDS): players simulate the 120 s of thinking and
+    wait out the real deadline when their simulated time is up, so it is short."""
+    think_seconds: float = 30.0
+    """Players' mean simulated thinking time per question (about four questions per 120 s round)."""
 
 
 SIZES: dict[str, LabSize] = {
     "ci": LabSize(
-        recipe=Recipe(scenes=240, steps=200, batch_size=16),
+        recipe=Recipe(scenes=240, steps=300, batch_size=16),
         game_scenes=60,
         players=12,
         sessions_per_player=3,
-        concurrency=4,
+        concurrency=12,
         test_scenes=40,
         lora_steps=40,
         lora_batch=8,
@@ -78,7 +88,7 @@ SIZES: dict[str, LabSize] = {
         game_scenes=300,
         players=40,
         sessions_per_player=5,
-        concurrency=8,
+        concurrency=20,
         test_scenes=150,
         lora_steps=150,
         lora_batch=8,
@@ -291,12 +301,32 @@ def adversarial_items(collected: Collected, trained: set[tuple[str, str]]) -> li
 def _train(base: Path, data: Path, out: Path, size: LabSize, seed: int) -> Path:
     run_gap(
         [
-            "train", "--model", str(base), "--data", str(data), "--out", str(out),
-            "--max-steps", str(size.lora_steps), "--batch-size", str(size.lora_batch),
-            "--learning-rate", str(size.lora_lr), "--lora-dropout", "0", "--precision", "fp32",
-            "--seed", str(seed), "--max-pixels", str(size.recipe.canvas**2),
-            "--set", "warmup_ratio=0.05", "--set", f"save_steps={size.lora_steps + 1}",
-        ]  # fmt: skip
+            "train",
+            "--model",
+            str(base),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--max-steps",
+            str(size.lora_steps),
+            "--batch-size",
+            str(size.lora_batch),
+            "--learning-rate",
+            str(size.lora_lr),
+            "--lora-dropout",
+            "0",
+            "--precision",
+            "fp32",
+            "--seed",
+            str(seed),
+            "--max-pixels",
+            str(size.recipe.canvas**2),
+            "--set",
+            "warmup_ratio=0.05",
+            "--set",
+            f"save_steps={size.lora_steps + 1}",
+        ]
     )
     for checkpoint in out.glob("checkpoint-*"):
         for path in sorted(checkpoint.rglob("*"), reverse=True):
@@ -345,7 +375,9 @@ def run_lab(
         test_images = out / "world" / "test-images"
         world.write_images(test_scenes, test_images)
         tests = test_items(test_scenes, test_images, seed)
-        console.print(f"{len(game_scenes)} game scenes, {len(tests)} test questions on {len(test_scenes)} scenes")
+        console.print(
+            f"{len(game_scenes)} game scenes, {len(tests)} test questions on {len(test_scenes)} scenes"
+        )
 
     with stages.stage("base models (cached by recipe)"):
         base = build_base(size.recipe, cache)
@@ -359,6 +391,7 @@ def run_lab(
         "GAP_MODEL": f"transformers:{base}",
         "GAP_MODEL_ADAPTER": "",
         "GAP_MAX_NEW_TOKENS": "4",
+        "GAP_ROUND_SECONDS": str(size.round_seconds),
         "GAP_RATE_SIGNUPS": "100000/minute",
         "GAP_RATE_QUESTIONS": "100000/minute",
         "GAP_WORKER": "false",
@@ -380,6 +413,7 @@ def run_lab(
                         sessions_per_player=size.sessions_per_player,
                         concurrency=size.concurrency,
                         seed=seed,
+                        think_seconds=size.think_seconds,
                     )
                 )
             log.write(game / "play.jsonl")
@@ -388,7 +422,9 @@ def run_lab(
         with stages.stage("quality fit and exports"):
             run_gap(["turns", "export", str(game / "turns.parquet")])
             run_gap(["quality", "fit", str(game / "turns.parquet"), "--out", str(out / "fit")])
-            heldout = {p.player_id for i, p in enumerate(players) if i % size.heldout_every == size.heldout_every - 1}
+            heldout = {
+                p.player_id for i, p in enumerate(players) if i % size.heldout_every == size.heldout_every - 1
+            }
             collected = Collected(
                 log=log,
                 turns={t.turn_id: t for t in log.turns},
@@ -398,7 +434,9 @@ def run_lab(
             exports = out / "exports"
             for theta in THETAS:
                 folder = exports / f"db-theta-{theta:g}"
-                run_gap(["data", "export", "--format", "sharegpt", "--theta", str(theta), "--out", str(folder)])
+                # theta must lie in (0, 1); every posterior is positive, so 1e-9 keeps every Wrong
+                value = str(theta or UNFILTERED)
+                run_gap(["data", "export", "--format", "sharegpt", "--theta", value, "--out", str(folder)])
                 collected.records[theta] = read_records(folder)
 
     with stages.stage("training sets"):
@@ -432,11 +470,21 @@ def run_lab(
         main = f"theta-{MAIN_THETA:g}"
         if main in folders:
             adapter = _train(base_b, folders[main], out / "runs" / f"{main}-{FAMILY_B}", size, seed)
-            runs[f"{main}-{FAMILY_B}"] = _evaluate(base_b, adapter, items_file, out / "eval" / f"{main}-{FAMILY_B}")
+            runs[f"{main}-{FAMILY_B}"] = _evaluate(
+                base_b, adapter, items_file, out / "eval" / f"{main}-{FAMILY_B}"
+            )
             run_gap(
-                ["eval", "compare", str(out / "eval" / "base"), str(out / "eval" / main), "--metric", METRIC,
-                 "--out", str(out / "eval" / "compare")]
-            )  # fmt: skip
+                [
+                    "eval",
+                    "compare",
+                    str(out / "eval" / "base"),
+                    str(out / "eval" / main),
+                    "--metric",
+                    METRIC,
+                    "--out",
+                    str(out / "eval" / "compare"),
+                ]
+            )
 
     with stages.stage("report"):
         items = {row["id"]: row for row in tests + adversarial}

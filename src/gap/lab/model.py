@@ -33,7 +33,7 @@ from gap.lab import world
 from gap.lab._cli import run_gap
 from gap.train._tiny import Family
 
-CURRICULUM_VERSION = 1
+CURRICULUM_VERSION = 2
 """Bump when the curriculum's construction changes, so cached base models are rebuilt."""
 RECIPE_FILE = "lab_recipe.json"
 
@@ -135,12 +135,33 @@ def curriculum(recipe: Recipe, scenes: Sequence[world.Scene], images: Path) -> l
 
 def _train_command(model: Path, data: Path, out: Path, recipe: Recipe) -> list[str]:
     return [
-        "train", "--model", str(model), "--data", str(data), "--out", str(out),
-        "--finetuning", "full", "--train-vision", "--max-steps", str(recipe.steps),
-        "--batch-size", str(recipe.batch_size), "--learning-rate", str(recipe.learning_rate),
-        "--precision", "fp32", "--seed", str(recipe.seed), "--max-pixels", str(recipe.canvas**2),
-        "--set", "warmup_ratio=0.05", "--set", f"save_steps={recipe.steps + 1}",
-    ]  # fmt: skip
+        "train",
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--finetuning",
+        "full",
+        "--train-vision",
+        "--max-steps",
+        str(recipe.steps),
+        "--batch-size",
+        str(recipe.batch_size),
+        "--learning-rate",
+        str(recipe.learning_rate),
+        "--precision",
+        "fp32",
+        "--seed",
+        str(recipe.seed),
+        "--max-pixels",
+        str(recipe.canvas**2),
+        "--set",
+        "warmup_ratio=0.05",
+        "--set",
+        f"save_steps={recipe.steps + 1}",
+    ]
 
 
 def build_base(recipe: Recipe, cache: Path | None = None) -> Path:

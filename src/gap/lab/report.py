@@ -37,7 +37,12 @@ def accuracy(items: Items, scores: Scores, ids: Sequence[str]) -> dict[str, Any]
     """Mean exact-match of ``ids`` with its image-clustered 95% interval."""
     values = [scores[i] for i in ids]
     interval = clustered_bootstrap(values, [str(items[i]["image_id"]) for i in ids])
-    return {"score": _num(interval.mean), "ci_low": _num(interval.low), "ci_high": _num(interval.high), "n": len(ids)}
+    return {
+        "score": _num(interval.mean),
+        "ci_low": _num(interval.low),
+        "ci_high": _num(interval.high),
+        "n": len(ids),
+    }
 
 
 def paired_gain(items: Items, base: Scores, tuned: Scores, ids: Sequence[str]) -> dict[str, Any]:
@@ -91,7 +96,9 @@ def taint_compliance(turns_table: Path, collected: Collected) -> dict[str, Any]:
     }
 
 
-def fatigue_effects(fit_summary: Mapping[str, Any], collected: Collected, players: Sequence[PlayerSpec]) -> dict[str, Any]:
+def fatigue_effects(
+    fit_summary: Mapping[str, Any], collected: Collected, players: Sequence[PlayerSpec]
+) -> dict[str, Any]:
     """The player model's fitted time and fatigue coefficients beside the simulator's truth.
 
     The truth: each player's ``fatigue`` (share of its edge lost per image) and no time effect on
@@ -99,7 +106,9 @@ def fatigue_effects(fit_summary: Mapping[str, Any], collected: Collected, player
     position in the session.
     """
     model = fit_summary.get("player_model") or {}
-    coef = {name: {"coef": _num(v["coef"]), "se": _num(v["se"])} for name, v in (model.get("coef") or {}).items()}
+    coef = {
+        name: {"coef": _num(v["coef"]), "se": _num(v["se"])} for name, v in (model.get("coef") or {}).items()
+    }
     agree: dict[int, list[bool]] = defaultdict(list)
     for turn in collected.log.turns:
         agree[turn.image_index].append((turn.verdict == "wrong") != turn.model_right)
@@ -107,7 +116,11 @@ def fatigue_effects(fit_summary: Mapping[str, Any], collected: Collected, player
     for spec in players:
         kinds[spec.kind].append(spec.fatigue)
     return {
-        "fitted": {"identified": model.get("identified"), "not_identified": model.get("not_identified"), "coef": coef},
+        "fitted": {
+            "identified": model.get("identified"),
+            "not_identified": model.get("not_identified"),
+            "coef": coef,
+        },
         "truth": {
             "fatigue_by_kind": {k: _num(float(np.mean(v))) for k, v in sorted(kinds.items())},
             "time_effect": 0.0,
@@ -154,7 +167,8 @@ def build_report(
     }
     tuned = runs.get(main)
     gain = {
-        t: paired_gain(items, base, tuned, _ids(items, kind="test", types=[t])) if tuned else None for t in types
+        t: paired_gain(items, base, tuned, _ids(items, kind="test", types=[t])) if tuned else None
+        for t in types
     }
     sweep = []
     for theta in THETAS:
@@ -232,7 +246,8 @@ def markdown(data: Mapping[str, Any]) -> str:
         f"({', '.join(f'{n} {k}' for k, n in data['players'].items())}) through `gap serve`; "
         f"weak types by construction of the curriculum: {', '.join(data['weak_types'])}. "
         f"Scores are exact-match against the world's truth; differences are fine-tuned (theta 0.8) minus "
-        f"base, 95% intervals and p-values from the paired bootstrap over images. Wall time {data['wall_s']} s.",
+        "base, 95% intervals and p-values from the paired bootstrap over images. "
+        f"Wall time {data['wall_s']} s.",
         "",
         "## Base vs fine-tuned per question type (held-out test scenes)",
         "",
@@ -242,7 +257,8 @@ def markdown(data: Mapping[str, Any]) -> str:
     base, tuned = data["accuracy"]["base"], data["accuracy"].get("theta-0.8")
     for t in types:
         lines.append(
-            f"| {t} | {_fmt(base[t]['score'])} | {_fmt(tuned[t]['score']) if tuned else '-'} | {_gain_cell(data['gain'][t])} |"
+            f"| {t} | {_fmt(base[t]['score'])} | {_fmt(tuned[t]['score']) if tuned else '-'} "
+            f"| {_gain_cell(data['gain'][t])} |"
         )
     lines += [
         "",
@@ -253,24 +269,30 @@ def markdown(data: Mapping[str, Any]) -> str:
         "",
         "## Theta sweep",
         "",
-        "| theta | kept | trained on (players not held out) | precision against the truth | gain on weak types |",
+        "| theta | kept | trained on (players not held out) | precision against the truth "
+        "| gain on weak types |",
         "|---|---|---|---|---|",
     ]
     for row in data["theta_sweep"]:
         lines.append(
-            f"| {row['theta']:g} | {row['kept']} | {row['trained_on']} | {_fmt(row['precision'])} | {_gain_cell(row['gain'])} |"
+            f"| {row['theta']:g} | {row['kept']} | {row['trained_on']} | {_fmt(row['precision'])} "
+            f"| {_gain_cell(row['gain'])} |"
         )
     b = data["baselines"]
+    n = b["training_examples"]
     lines += [
         "",
         "![theta sweep](theta_sweep.png)",
         "",
         "## Baselines (same number of steps; random and oracle get theta 0.8's number of examples)",
         "",
-        f"- random template questions (no game, true answers; {b['training_examples']['random']} examples): {_gain_cell(b['random'])}",
-        f"- unfiltered (theta 0, everything flagged; {b['training_examples']['theta-0']} examples): {_gain_cell(b['unfiltered'])}",
-        f"- oracle filter (really wrong, correct correction; {b['training_examples']['oracle']} examples): {_gain_cell(b['oracle'])}",
-        f"- theta 0.8 ({b['training_examples']['theta-0.8']} examples): {_gain_cell(data['gain_weak'])}",
+        f"- random template questions (no game, true answers; {n['random']} examples): "
+        + _gain_cell(b["random"]),
+        f"- unfiltered (theta 0, everything flagged; {n['theta-0']} examples): "
+        + _gain_cell(b["unfiltered"]),
+        f"- oracle filter (really wrong, correct correction; {n['oracle']} examples): "
+        + _gain_cell(b["oracle"]),
+        f"- theta 0.8 ({n['theta-0.8']} examples): " + _gain_cell(data["gain_weak"]),
         "",
         "![baselines](baselines.png)",
         "",
@@ -288,7 +310,8 @@ def markdown(data: Mapping[str, Any]) -> str:
         f"{_fmt(taint.get('instructed_wrong'))} of its instructed answers in the game were wrong "
         f"(n {taint['n'].get('instructed_wrong', 0)}; by type {taint['instructed_wrong_by_type']}); "
         f"{_fmt(taint.get('plain_right_tainted'))} of its plain answers on tainted images were right "
-        f"(n {taint['n'].get('plain_right_tainted', 0)}), {_fmt(taint.get('right_untainted'))} on untainted images.",
+        f"(n {taint['n'].get('plain_right_tainted', 0)}), {_fmt(taint.get('right_untainted'))} "
+        "on untainted images.",
         "",
         "## Fatigue and time pressure",
         "",
@@ -299,9 +322,9 @@ def markdown(data: Mapping[str, Any]) -> str:
     lines += [
         f"Player model (`gap quality fit`): identified {fitted['identified']}"
         + (f" ({fitted['not_identified']})" if fitted["not_identified"] else "")
-        + f"; coefficients {coef}. Simulator truth: mean fatigue by kind {fatigue['truth']['fatigue_by_kind']} "
-        f"(share of a player's edge lost per image), no time effect. Verdicts agreeing with the truth by image "
-        f"position: {fatigue['verdict_accuracy_by_image']}.",
+        + f"; coefficients {coef}. Simulator truth: mean fatigue by kind "
+        f"{fatigue['truth']['fatigue_by_kind']} (share of a player's edge lost per image), no time effect. "
+        f"Verdicts agreeing with the truth by image position: {fatigue['verdict_accuracy_by_image']}.",
         "",
         "![fatigue](fatigue.png)",
         "",
@@ -315,6 +338,11 @@ def markdown(data: Mapping[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _spread(centre: float, bound: float | None) -> float:
+    """An error bar's length from ``centre`` to an interval bound (0 when there is none)."""
+    return abs(centre - bound) if bound is not None else 0.0
 
 
 def _plots(data: Mapping[str, Any], out: Path) -> None:
@@ -331,8 +359,8 @@ def _plots(data: Mapping[str, Any], out: Path) -> None:
             continue
         scores = [rows[t]["score"] or 0.0 for t in types]
         errors = [
-            [s - (rows[t]["ci_low"] if rows[t]["ci_low"] is not None else s) for s, t in zip(scores, types, strict=True)],
-            [(rows[t]["ci_high"] if rows[t]["ci_high"] is not None else s) - s for s, t in zip(scores, types, strict=True)],
+            [_spread(v, rows[t]["ci_low"]) for v, t in zip(scores, types, strict=True)],
+            [_spread(v, rows[t]["ci_high"]) for v, t in zip(scores, types, strict=True)],
         ]
         ax.bar(np.arange(len(types)) + offset, scores, 0.4, yerr=errors, capsize=3, label=name)
     ax.set_xticks(np.arange(len(types)), types)
@@ -350,7 +378,12 @@ def _plots(data: Mapping[str, Any], out: Path) -> None:
     left.set_xlabel("theta")
     left.set_ylabel("kept turns")
     twin = left.twinx()
-    twin.plot(thetas, [row["precision"] if row["precision"] is not None else np.nan for row in sweep], "s--", color="C1")
+    twin.plot(
+        thetas,
+        [row["precision"] if row["precision"] is not None else np.nan for row in sweep],
+        "s--",
+        color="C1",
+    )
     twin.set_ylabel("precision against the truth", color="C1")
     gains = [(row["gain"] or {}).get("diff") for row in sweep]
     right.plot(thetas, [g if g is not None else np.nan for g in gains], "o-")
@@ -366,8 +399,8 @@ def _plots(data: Mapping[str, Any], out: Path) -> None:
     labels = [*names, "theta 0.8", f"cross ({data['cross_model']['family']})"]
     fig, ax = plt.subplots(figsize=(7, 3.5))
     diffs = [(v or {}).get("diff") or 0.0 for v in values]
-    low = [d - ((v or {}).get("ci_low") if (v or {}).get("ci_low") is not None else d) for d, v in zip(diffs, values, strict=True)]
-    high = [((v or {}).get("ci_high") if (v or {}).get("ci_high") is not None else d) - d for d, v in zip(diffs, values, strict=True)]
+    low = [_spread(d, (v or {}).get("ci_low")) for d, v in zip(diffs, values, strict=True)]
+    high = [_spread(d, (v or {}).get("ci_high")) for d, v in zip(diffs, values, strict=True)]
     ax.bar(labels, diffs, yerr=[low, high], capsize=3)
     ax.axhline(0, color="grey", lw=0.5)
     ax.set_ylabel("gain on weak types (95% CI)")
