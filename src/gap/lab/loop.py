@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
+import pandas as pd
 from rich.console import Console
 
 from gap.data import Message, Provenance, Record, read_records, write_records
@@ -34,12 +35,14 @@ from gap.errors import GapError, InputError
 from gap.lab import world
 from gap.lab._cli import run_gap
 from gap.lab.model import Recipe, build_base, recipe_info
-from gap.lab.players import PlayedTurn, PlayLog, play, population
+from gap.lab.players import PlayedTurn, PlayLog, play, population, true_effects
 from gap.train._tiny import Family
 
 SizeName = Literal["ci", "full"]
 THETAS: tuple[float, ...] = (0.0, 0.5, 0.8, 0.9, 0.95)
 MAIN_THETA = 0.8
+SIMULATED_ROUND_S = 120.0
+"""The players' simulated round: the game's 120 s, which the server's real clock scales down."""
 UNFILTERED = 1e-9
 """The export threshold standing for theta = 0 (everything players flagged)."""
 METRIC = "exact-match"
@@ -73,7 +76,7 @@ class LabSize:
 
 SIZES: dict[str, LabSize] = {
     "ci": LabSize(
-        recipe=Recipe(scenes=240, steps=300, batch_size=16),
+        recipe=Recipe(scenes=600, steps=1200, batch_size=16, history_share=0.1),
         game_scenes=60,
         players=12,
         sessions_per_player=3,
@@ -84,7 +87,7 @@ SIZES: dict[str, LabSize] = {
         lora_lr=2e-3,
     ),
     "full": LabSize(
-        recipe=Recipe(scenes=800, steps=800, batch_size=16),
+        recipe=Recipe(scenes=1200, steps=2000, batch_size=16, history_share=0.1),
         game_scenes=300,
         players=40,
         sessions_per_player=5,
@@ -414,6 +417,9 @@ def run_lab(
                         concurrency=size.concurrency,
                         seed=seed,
                         think_seconds=size.think_seconds,
+                        # players sleep their simulated thinking at the real clock's scale, so the
+                        # server's elapsed_s (what the player model fits) tracks the players' clock
+                        think_time_s=size.think_seconds * size.round_seconds / SIMULATED_ROUND_S,
                     )
                 )
             log.write(game / "play.jsonl")
@@ -432,11 +438,20 @@ def run_lab(
                 heldout=heldout,
             )
             exports = out / "exports"
+            fitted = pd.read_parquet(out / "fit" / "turns.parquet")
+            posteriors = fitted.loc[
+                (fitted["pool"] == "untainted") & (fitted["verdict"] == "wrong"), "p_wrong"
+            ]
             for theta in THETAS:
                 folder = exports / f"db-theta-{theta:g}"
                 # theta must lie in (0, 1); every posterior is positive, so 1e-9 keeps every Wrong
-                value = str(theta or UNFILTERED)
-                run_gap(["data", "export", "--format", "sharegpt", "--theta", value, "--out", str(folder)])
+                value = theta or UNFILTERED
+                if not (posteriors >= value).any():  # `gap data export` refuses an empty set
+                    collected.records[theta] = []
+                    continue
+                run_gap(
+                    ["data", "export", "--format", "sharegpt", "--theta", str(value), "--out", str(folder)]
+                )
                 collected.records[theta] = read_records(folder)
 
     with stages.stage("training sets"):
@@ -499,6 +514,7 @@ def run_lab(
             collected=collected,
             players=players,
             fit_summary=json.loads((out / "fit" / "summary.json").read_text(encoding="utf-8")),
+            true_effects=true_effects(log, round_seconds=SIMULATED_ROUND_S),
             turns_table=game / "turns.parquet",
             base_info={FAMILY_A: recipe_info(base), FAMILY_B: recipe_info(base_b)},
             stages=stages.times,

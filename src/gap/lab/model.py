@@ -33,7 +33,7 @@ from gap.lab import world
 from gap.lab._cli import run_gap
 from gap.train._tiny import Family
 
-CURRICULUM_VERSION = 2
+CURRICULUM_VERSION = 3
 """Bump when the curriculum's construction changes, so cached base models are rebuilt."""
 RECIPE_FILE = "lab_recipe.json"
 
@@ -47,9 +47,14 @@ class Recipe:
     per_scene: dict[str, int] = field(
         default_factory=lambda: {"colour": 3, "existence": 3, "counting": 0, "position": 0}
     )
-    """Questions of each type per scene: the strong types many, the weak types none or few."""
+    """Questions of each type per complex scene (4 objects or more): the strong types many, the weak
+    types none; where a weak type has none, a complex scene gets one with chance ``weak_share``."""
+    simple: dict[str, int] = field(
+        default_factory=lambda: {"colour": 2, "existence": 2, "counting": 2, "position": 1}
+    )
+    """Questions of each type per simple scene (the tainted pool's kind): every type, so the model is
+    right where the game's tainted rounds assume it is, and weak only on complex scenes."""
     weak_share: float = 0.05
-    """Chance that a scene also gets one question of each weak type (0-count types): "few", not none."""
     formats: dict[str, float] = field(default_factory=lambda: {"bare": 0.4, "plain": 0.3, "taint": 0.3})
     """Shares of the bare question, the game's plain turn and its instructed (taint) turn."""
     history_share: float = 0.3
@@ -98,8 +103,10 @@ def curriculum(recipe: Recipe, scenes: Sequence[world.Scene], images: Path) -> l
     records: list[Record] = []
     for scene in scenes:
         image = str((images / f"{scene.scene_id}.png").resolve())
-        plan = [t for t in world.QUESTION_TYPES for _ in range(recipe.per_scene.get(t, 0))]
-        plan += [t for t in recipe.weak_types if rng.random() < recipe.weak_share]
+        counts = recipe.simple if scene.tainted else recipe.per_scene
+        plan = [t for t in world.QUESTION_TYPES for _ in range(counts.get(t, 0))]
+        if not scene.tainted:
+            plan += [t for t in recipe.weak_types if rng.random() < recipe.weak_share]
         for index, qtype in enumerate(plan):
             if not world.questions(scene, qtype):
                 continue

@@ -97,16 +97,16 @@ def taint_compliance(turns_table: Path, collected: Collected) -> dict[str, Any]:
 
 
 def fatigue_effects(
-    fit_summary: Mapping[str, Any], collected: Collected, players: Sequence[PlayerSpec]
+    fit_summary: Mapping[str, Any],
+    truth: Mapping[str, Any],
+    collected: Collected,
+    players: Sequence[PlayerSpec],
 ) -> dict[str, Any]:
-    """The player model's fitted time and fatigue coefficients beside the simulator's truth.
-
-    The truth: each player's ``fatigue`` (share of its edge lost per image) and no time effect on
-    judging. Also measured directly: the share of verdicts that agree with the truth, by image
-    position in the session.
-    """
+    """The player model's time and fatigue coefficients fitted from the verdicts (`gap quality fit`)
+    beside the same model fitted on the truth (:func:`gap.lab.players.true_effects`: success = the
+    model really was wrong), the players' fatigue, and verdict accuracy by image position."""
     model = fit_summary.get("player_model") or {}
-    coef = {
+    fitted = {
         name: {"coef": _num(v["coef"]), "se": _num(v["se"])} for name, v in (model.get("coef") or {}).items()
     }
     agree: dict[int, list[bool]] = defaultdict(list)
@@ -119,11 +119,16 @@ def fatigue_effects(
         "fitted": {
             "identified": model.get("identified"),
             "not_identified": model.get("not_identified"),
-            "coef": coef,
+            "coef": fitted,
         },
         "truth": {
+            "identified": truth.get("identified"),
+            "not_identified": truth.get("not_identified"),
+            "coef": {
+                name: {"coef": _num(c), "se": _num(truth["se"][name])} for name, c in truth["coef"].items()
+            },
+            "focus": truth.get("focus"),
             "fatigue_by_kind": {k: _num(float(np.mean(v))) for k, v in sorted(kinds.items())},
-            "time_effect": 0.0,
         },
         "verdict_accuracy_by_image": {str(k): _num(float(np.mean(v))) for k, v in sorted(agree.items())},
     }
@@ -141,6 +146,7 @@ def build_report(
     collected: Collected,
     players: Sequence[PlayerSpec],
     fit_summary: Mapping[str, Any],
+    true_effects: Mapping[str, Any],
     turns_table: Path,
     base_info: Mapping[str, Any],
     stages: Mapping[str, Any],
@@ -205,7 +211,7 @@ def build_report(
         },
         "cross_model": {"family": FAMILY_B, "gain": weak_gain(cross, f"base-{FAMILY_B}")},
         "taint": taint_compliance(turns_table, collected),
-        "fatigue": fatigue_effects(fit_summary, collected, players),
+        "fatigue": fatigue_effects(fit_summary, true_effects, collected, players),
         "quality_fit": {
             "n_turns": fit_summary.get("n_turns"),
             "n_candidates": fit_summary.get("n_candidates"),
@@ -225,6 +231,10 @@ def _fmt(value: Any) -> str:
     if value is None:
         return "-"
     return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _coef(value: Mapping[str, Any] | None) -> str:
+    return "-" if not value else f"{_fmt(value['coef'])} ± {_fmt(value['se'])}"
 
 
 def _gain_cell(gain: Mapping[str, Any] | None) -> str:
@@ -317,14 +327,27 @@ def markdown(data: Mapping[str, Any]) -> str:
         "",
     ]
     fatigue = data["fatigue"]
-    fitted = fatigue["fitted"]
-    coef = ", ".join(f"{k} {_fmt(v['coef'])} ± {_fmt(v['se'])}" for k, v in fitted["coef"].items()) or "-"
+    fitted, truth = fatigue["fitted"], fatigue["truth"]
     lines += [
-        f"Player model (`gap quality fit`): identified {fitted['identified']}"
+        "The player model (equation 5: P(kept Wrong) = sigmoid(c + A - B - g t - f n)) fitted from the "
+        "players' verdicts by `gap quality fit`, beside the same model fitted on the truth (the model's "
+        "answer really was wrong; the simulated players probe worse when rushed or tired, "
+        f"focus {truth['focus']}):",
+        "",
+        "| coefficient | fitted from verdicts | fitted on the truth |",
+        "|---|---|---|",
+        *[
+            f"| {name} | {_coef(fitted['coef'].get(name))} | {_coef(truth['coef'].get(name))} |"
+            for name in ("intercept", "time", "fatigue")
+        ],
+        "",
+        f"Identified: from verdicts {fitted['identified']}"
         + (f" ({fitted['not_identified']})" if fitted["not_identified"] else "")
-        + f"; coefficients {coef}. Simulator truth: mean fatigue by kind "
-        f"{fatigue['truth']['fatigue_by_kind']} (share of a player's edge lost per image), no time effect. "
-        f"Verdicts agreeing with the truth by image position: {fatigue['verdict_accuracy_by_image']}.",
+        + f", on the truth {truth['identified']}"
+        + (f" ({truth['not_identified']})" if truth["not_identified"] else "")
+        + ". Players' own fatigue (share of their edge lost per image), mean by kind: "
+        f"{truth['fatigue_by_kind']}; "
+        f"verdicts agreeing with the truth by image position: {fatigue['verdict_accuracy_by_image']}.",
         "",
         "![fatigue](fatigue.png)",
         "",

@@ -95,8 +95,9 @@ class _Dims:
 
 _DIMS: dict[Size, _Dims] = {
     "tiny": _Dims(32, 64, 2, 4, 2, 32, 2, 56),
-    # gap lab: 56-pixel scenes upscaled to 112, so each of the 16 visual tokens sees a 14-pixel patch
-    "lab": _Dims(64, 128, 2, 4, 2, 64, 2, 112),
+    # gap lab: 56-pixel scenes (a 3 x 3 grid of cells) resized to 84, so each of the 9 visual tokens
+    # sees exactly one cell of the scene's grid
+    "lab": _Dims(64, 128, 2, 4, 2, 64, 2, 84),
     "bench": _Dims(512, 1536, 4, 8, 4, 256, 4, 56),
     "gpu": _Dims(2048, 5632, 20, 16, 8, 1024, 12, 448),
 }
