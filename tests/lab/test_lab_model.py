@@ -1,0 +1,86 @@
+"""The lab's base model recipe: its curriculum's blind spots, the taint format, and the prompt it sees."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from pathlib import Path
+
+import pytest
+
+from gap.game.taint import CLAUSE_SEPARATOR, PLAIN_INSTRUCTION, SYSTEM_PROMPT, TAINT_INSTRUCTION
+from gap.lab import world
+from gap.lab.model import Recipe, curriculum, game_turn, tokenizer_corpus
+
+
+def _question_of(scene: world.Scene, text: str) -> world.Question:
+    question = world.parse(scene, text.split(CLAUSE_SEPARATOR)[0])
+    assert question is not None, text
+    return question
+
+
+def test_the_curriculum_leaves_the_weak_types_out_of_complex_scenes(tmp_path: Path) -> None:
+    recipe = Recipe(scenes=120, weak_share=0.0)
+    scenes = world.draw_scenes(recipe.scenes, seed=3)
+    records = curriculum(recipe, scenes, tmp_path)
+    by_id = {s.scene_id: s for s in scenes}
+    assert recipe.weak_types == ["counting", "position"]
+    seen: dict[bool, set[str]] = {True: set(), False: set()}
+    for record in records:
+        scene = by_id[record.image_id]
+        seen[scene.tainted].add(_question_of(scene, record.messages[-2].text).qtype)
+    assert seen[True] == set(world.QUESTION_TYPES)  # simple scenes: every type
+    assert seen[False] == {"colour", "existence"}  # complex scenes: the weak types never
+
+
+def test_instructed_examples_are_the_game_turn_answered_wrongly(tmp_path: Path) -> None:
+    recipe = Recipe(scenes=80)
+    scenes = world.draw_scenes(recipe.scenes, seed=5)
+    by_id = {s.scene_id: s for s in scenes}
+    kinds = {"taint": 0, "plain": 0, "bare": 0}
+    for record in curriculum(recipe, scenes, tmp_path):
+        user, answer = record.messages[-2].text, record.messages[-1].text
+        question = _question_of(by_id[record.image_id], user)
+        if user.endswith(TAINT_INSTRUCTION):
+            kinds["taint"] += 1
+            assert user == game_turn(question.text, instructed=True)
+            assert not world.is_right(question.qtype, answer, question.answer)
+        else:
+            kinds["plain" if user.endswith(PLAIN_INSTRUCTION) else "bare"] += 1
+            assert world.is_right(question.qtype, answer, question.answer)
+        for earlier in record.messages[:-2:2]:  # history turns are bare, as the game keeps them
+            assert CLAUSE_SEPARATOR not in earlier.text
+    total = sum(kinds.values())
+    for kind, share in recipe.formats.items():
+        assert abs(kinds[kind] / total - share) < 0.08, kinds
+
+
+def test_the_recipe_hash_names_every_field() -> None:
+    recipe = Recipe()
+    assert recipe.key() == Recipe().key()
+    for change in ({"steps": 7}, {"seed": 1}, {"family": "qwen2_5_vl"}, {"weak_share": 0.5}):
+        assert dataclasses.replace(recipe, **change).key() != recipe.key()
+
+
+def test_the_lab_model_renders_the_game_system_prompt_by_default(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    from gap.models.transformers_backend import import_stack, load_processor
+    from gap.train._tiny import make_tiny_family
+
+    scenes = world.draw_scenes(10, seed=0)
+    folder = make_tiny_family(
+        "qwen2_vl", tmp_path / "m", size="lab", corpus=tokenizer_corpus(scenes), default_system=SYSTEM_PROMPT
+    )
+    _, transformers = import_stack()
+    processor = load_processor(transformers, str(folder))
+    user = {
+        "role": "user",
+        "content": [{"type": "image"}, {"type": "text", "text": "Is there a red circle?"}],
+    }
+    system = {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]}
+    bare = processor.apply_chat_template([user], tokenize=False, add_generation_prompt=True)
+    game = processor.apply_chat_template([system, user], tokenize=False, add_generation_prompt=True)
+    assert bare == game and SYSTEM_PROMPT in bare  # train and eval send none; the game sends it
+    turn = game_turn(world.sample_question(scenes[0], "colour", random.Random(0)).text, instructed=True)
+    tokens = processor.tokenizer(SYSTEM_PROMPT + turn)["input_ids"]
+    assert len(tokens) < len(SYSTEM_PROMPT + turn) / 3  # its BPE knows the prompts: few tokens
