@@ -76,7 +76,7 @@ class LabSize:
 
 SIZES: dict[str, LabSize] = {
     "ci": LabSize(
-        recipe=Recipe(scenes=600, steps=1200, batch_size=16, history_share=0.1),
+        recipe=Recipe(scenes=240, steps=300, batch_size=16),
         game_scenes=60,
         players=12,
         sessions_per_player=3,
