@@ -70,7 +70,7 @@ def test_a_hung_backend_mid_load(settings: Settings, scale_backend: ScaleBackend
 
         controller = threading.Thread(target=hang_then_recover)
         controller.start()
-        asyncio.run(run_players(served.url, PLAYERS, concurrency=30, budget_s=80, watch_clock=10, load=load))
+        asyncio.run(run_players(served.url, PLAYERS, concurrency=30, budget_s=80, watch_clock=30, load=load))
         controller.join()
     assert failures == []
 
