@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 import uuid
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gap.logs import request_id
+from gap.web._observe import serve_observed
 
 log = logging.getLogger("gap.access")
 HEADER = b"x-request-id"
@@ -43,20 +43,9 @@ class AccessLog:
             return
         rid = _incoming_id(scope)
         token = request_id.set(rid)
-        started = time.perf_counter()
-        status = 500
 
-        async def tagged(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", []), (HEADER, rid.encode("latin-1"))]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tagged)
-        finally:
-            duration_ms = round((time.perf_counter() - started) * 1000, 2)
+        def done(status: int, seconds: float) -> None:
+            duration_ms = round(seconds * 1000, 2)
             client = scope.get("client")
             log.info(
                 "%s %s %d %.1f ms",
@@ -72,4 +61,10 @@ class AccessLog:
                     "client": client[0] if client else None,
                 },
             )
+
+        try:
+            await serve_observed(
+                self.app, scope, receive, send, done, add_headers=[(HEADER, rid.encode("latin-1"))]
+            )
+        finally:
             request_id.reset(token)
