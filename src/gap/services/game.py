@@ -173,7 +173,7 @@ class _Live:
     """Started by this request: no question can have been asked on it yet."""
 
 
-def _advance(
+def advance_rounds(
     db: Session, session_id: str, status: str, rules: GameRules, now: datetime
 ) -> tuple[str, _Live | None]:
     """Close rounds whose deadline passed, start the next one, finish the session when none is left.
@@ -276,7 +276,8 @@ def _session_summary(db: Session, session_id: str) -> SessionSummary:
     return SessionSummary(questions=questions, caught=caught, corrections=corrections)
 
 
-def _owned_round(db: Session, player_id: str, round_id: str) -> Round:
+def owned_round(db: Session, player_id: str, round_id: str) -> Round:
+    """The round when it is the player's: another player's round reads as missing (NotFound)."""
     rnd = db.get(Round, round_id)
     if rnd is None or rnd.session.player_id != player_id:
         raise NotFound("no such round")
@@ -299,11 +300,11 @@ def start_session(ctx: GameContext, player_id: str) -> SessionView:
         with transaction(ctx.factory) as db:
             active = _active_session(db, player_id)
             if active is not None:
-                status, current = _advance(db, active, "active", ctx.rules, now)
+                status, current = advance_rounds(db, active, "active", ctx.rules, now)
                 if status == "active":
                     return _session_view(db, active, status, current, now)
             session_id = _create_session(db, ctx, player_id, now)
-            status, current = _advance(db, session_id, "active", ctx.rules, now)
+            status, current = advance_rounds(db, session_id, "active", ctx.rules, now)
             return _session_view(db, session_id, status, current, now)
     except IntegrityError:
         # Another request created the active session first: serve that one.
@@ -311,7 +312,7 @@ def start_session(ctx: GameContext, player_id: str) -> SessionView:
             active = _active_session(db, player_id)
             if active is None:
                 raise
-            status, current = _advance(db, active, "active", ctx.rules, now)
+            status, current = advance_rounds(db, active, "active", ctx.rules, now)
             return _session_view(db, active, status, current, now)
 
 
@@ -354,7 +355,7 @@ def get_session(ctx: GameContext, player_id: str, session_id: str) -> SessionVie
         ).one_or_none() or (None, None)
         if owner != player_id or status is None:
             raise NotFound("no such session")
-        status, current = _advance(db, session_id, status, ctx.rules, now)
+        status, current = advance_rounds(db, session_id, status, ctx.rules, now)
         return _session_view(db, session_id, status, current, now)
 
 
@@ -397,10 +398,10 @@ async def ask(ctx: GameContext, token: str, round_id: str, question: str) -> tup
         )
     except Exception as exc:
         await anyio.to_thread.run_sync(_drop_turn, ctx, pending)
-        raise _player_facing(exc) from exc
+        raise player_facing_error(exc) from exc
     if not await anyio.to_thread.run_sync(_store_answer, ctx, pending, answer, model_name):
         # So late that the turn was given up as lost and the round moved on without it.
-        raise _player_facing(ModelTimeout(f"answer to turn {pending.turn_id} came after it was dropped"))
+        raise player_facing_error(ModelTimeout(f"answer to turn {pending.turn_id} came after it was dropped"))
     return pending.turn_id, answer
 
 
@@ -441,7 +442,7 @@ def _store_answer(ctx: GameContext, pending: _PendingQuestion, answer: str, mode
     return True
 
 
-def _player_facing(exc: Exception) -> Exception:
+def player_facing_error(exc: Exception) -> Exception:
     """The same few words for every model failure, whatever the backend said.
 
     A backend's message can differ between instructed and plain answers (a template that refuses a
@@ -514,7 +515,7 @@ def _open_turn(ctx: GameContext, token: str, round_id: str, question: str) -> _P
             playing = started_at is not None and ended_at is None and not is_expired(deadline, now)
             if not (playing and row.status == "active"):
                 # Not the round in play: close what expired, start what is due, then look again.
-                _advance(db, row.session_id, row.status, ctx.rules, now)
+                advance_rounds(db, row.session_id, row.status, ctx.rules, now)
                 started_at, deadline, ended_at = db.execute(
                     select(Round.started_at, Round.deadline, Round.ended_at).where(Round.id == round_id)
                 ).one()
@@ -632,7 +633,7 @@ def judge(
             .where(Round.id == row.round_id, Round.ended_at.is_(None))
             .values(ended_at=now, end_reason=EndReason.WRONG.value)
         )
-        status, current = _advance(db, row.session_id, row.status, ctx.rules, now)
+        status, current = advance_rounds(db, row.session_id, row.status, ctx.rules, now)
         return VerdictResult(
             round_status="ended",
             session_status=status,

@@ -34,9 +34,9 @@ from gap.models.gate import ModelGate, model_gate
 from gap.services.game import (
     STALE_TURN_MARGIN_S,
     GameContext,
-    _advance,
-    _owned_round,
-    _player_facing,
+    advance_rounds,
+    owned_round,
+    player_facing_error,
 )
 
 HINT_PROMPT = (
@@ -114,7 +114,7 @@ async def hint(hints: Hints, player_id: str, round_id: str) -> str:
         text = clean_hint(reply, hints.max_chars)
     except Exception as exc:
         await anyio.to_thread.run_sync(_release, hints, claimed)
-        raise _player_facing(exc) from exc
+        raise player_facing_error(exc) from exc
     return await anyio.to_thread.run_sync(_store, hints, claimed, text, model_name)
 
 
@@ -122,8 +122,8 @@ def _claim(hints: Hints, player_id: str, round_id: str) -> str | _Claim:
     game, now = hints.game, hints.game.clock()
     try:
         with transaction(game.factory) as db:
-            rnd = _owned_round(db, player_id, round_id)
-            _advance(db, rnd.session_id, rnd.session.status, game.rules, now)
+            rnd = owned_round(db, player_id, round_id)
+            advance_rounds(db, rnd.session_id, rnd.session.status, game.rules, now)
             db.refresh(rnd)
             if rnd.ended_at is not None:
                 raise RoundOver("this round is over")
