@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from fixtures.game import assert_no_leak, login, seed_images
+from fixtures.game import assert_no_leak, header_shape, login, seed_images
 from fixtures.recording_server import RecordingServer, last_user_text, recording_server
 from gap.config import Settings
 from gap.db.engine import make_engine, make_sessionmaker, transaction
@@ -114,8 +114,11 @@ def test_the_hint_request_and_reply_are_the_same_for_both_pools(
     # the reply: the same headers and the same bytes around the hint's text
     def shape(response: Any) -> tuple[Any, ...]:
         hint = json.dumps(response.json()["hint"], ensure_ascii=False).encode()
-        headers = tuple(sorted((k, v) for k, v in response.headers.items() if k != "content-length"))
-        return headers, int(response.headers["content-length"]) - len(hint), tuple(response.json())
+        return (
+            header_shape(response.headers),
+            int(response.headers["content-length"]) - len(hint),
+            tuple(response.json()),
+        )
 
     shapes = {pool: {shape(r) for rid, r in replies if pool_of[rid] == pool} for pool in by_pool}
     assert len(shapes["tainted"]) == 1 and shapes["tainted"] == shapes["untainted"]

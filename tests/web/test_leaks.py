@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from fixtures.game import assert_no_leak, login, seed_images
+from fixtures.game import assert_no_leak, header_shape, login, seed_images
 from fixtures.recording_server import RecordingServer, last_user_text, recording_server
 from gap.config import Settings
 from gap.db.engine import make_engine, make_sessionmaker, transaction
@@ -34,7 +33,6 @@ pytestmark = pytest.mark.db
 PLAYERS = 8
 MODEL_TIMEOUT = 0.5  # a STALL question costs this much; a few of them are asked
 FAILURES_PER_KIND = 3
-RANDOM_ID = re.compile(r"[0-9a-f]{32}")  # gap.web.access makes a uuid4 hex per request
 STALLS_PER_KIND = 2
 
 
@@ -48,15 +46,7 @@ class Asked:
     body: bytes
 
     def header_shape(self) -> tuple[tuple[str, str], ...]:
-        """Header names with their values, except the length, which follows the answer, and the
-        request id, a fresh random token per request (its shape is checked, not its value)."""
-        return tuple(
-            sorted(
-                (k, "<random id>" if k == "x-request-id" and RANDOM_ID.fullmatch(v) else v)
-                for k, v in self.headers.items()
-                if k != "content-length"
-            )
-        )
+        return header_shape(self.headers)
 
     def size_beyond_answer(self) -> int:
         """Content-Length less what the answer text takes in the JSON body."""
