@@ -139,6 +139,9 @@ def test_a_filtered_dashboard_counts_only_that_rounds_turns(
     assert client.get("/admin?round=9", headers=BEARER).status_code == 404
     assert client.get("/admin?round=9").status_code == 401  # nobody else learns which rounds exist
     assert client.get("/admin/api/overview?round=x", headers=BEARER).status_code == 422
+    for beyond in (-1, 2**31, -307063359839062):  # past the database's integers: a 500 on PostgreSQL
+        for path in ("/admin/api/overview", "/admin/api/turns", "/admin/api/images", "/admin"):
+            assert client.get(f"{path}?round={beyond}", headers=BEARER).status_code == 422
 
 
 @pytest.mark.browser

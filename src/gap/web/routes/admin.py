@@ -180,12 +180,14 @@ def logout() -> Response:
 # --- the dashboard ----------------------------------------------------------------------------
 
 
-def round_filter(
-    ctx: Context,
-    number: Annotated[
-        int | None, Query(alias="round", description="Only this round of collection; default: all.")
-    ] = None,
-) -> int | None:
+RoundNumber = Annotated[
+    int | None,
+    Query(alias="round", ge=0, le=2**31 - 1, description="Only this round of collection; default: all."),
+]
+"""``?round=N``, bounded to the database's integer ids (a larger number is a 422, not a 500)."""
+
+
+def round_filter(ctx: Context, number: RoundNumber = None) -> int | None:
     """``?round=N`` on the page and the JSON routes: figures of that round of collection only."""
     if number is not None:
         with reading(ctx.factory) as db:
@@ -219,7 +221,7 @@ def dashboard(
     request: Request,
     settings: AppSettings,
     ctx: Context,
-    number: Annotated[int | None, Query(alias="round")] = None,
+    number: RoundNumber = None,
 ) -> HTMLResponse:
     templates = request.app.state.templates
     if not admin_enabled(settings):  # a page saying how to turn it on, not bare JSON
