@@ -35,7 +35,7 @@ def test_hundreds_of_players_on_two_workers(
     with gap_serve(2, env, tmp_path / "serve.log") as served:
         load = asyncio.run(run_players(served.url, PLAYERS, concurrency=CONCURRENCY, budget_s=150))
     assert load.server_errors == []
-    assert load.transport_errors == 0
+    assert load.transport_errors == 0, load.transport_messages
     assert len(load.finished) == PLAYERS
     assert len(load.verdicts) >= PLAYERS * 2  # each of the 2 pictures ends on a verdict at least
     assert any(correction for _, correction in load.verdicts.values())
