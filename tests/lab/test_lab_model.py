@@ -84,3 +84,20 @@ def test_the_lab_model_renders_the_game_system_prompt_by_default(tmp_path: Path)
     turn = game_turn(world.sample_question(scenes[0], "colour", random.Random(0)).text, instructed=True)
     tokens = processor.tokenizer(SYSTEM_PROMPT + turn)["input_ids"]
     assert len(tokens) < len(SYSTEM_PROMPT + turn) / 3  # its BPE knows the prompts: few tokens
+
+
+def test_build_bases_trains_the_uncached_recipes_side_by_side_and_then_reuses_them(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    from gap.lab.model import RECIPE_FILE, build_bases, recipe_info
+
+    recipe = Recipe(scenes=8, steps=2, batch_size=2)
+    recipes = [recipe, dataclasses.replace(recipe, family="qwen2_5_vl")]
+    built = build_bases(recipes, tmp_path)  # the second trains in a subprocess
+    assert [p.name for p in built] == [f"{r.family}-{r.key()}" for r in recipes]
+    for path, wanted in zip(built, recipes, strict=True):
+        assert (path / RECIPE_FILE).is_file()
+        assert recipe_info(path)["recipe"] == dataclasses.asdict(wanted)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no work folders left
+    stamps = [(p / RECIPE_FILE).stat().st_mtime_ns for p in built]
+    assert build_bases(recipes, tmp_path) == built  # cached: nothing is trained again
+    assert [(p / RECIPE_FILE).stat().st_mtime_ns for p in built] == stamps

@@ -34,7 +34,7 @@ from gap.data import Message, Provenance, Record, read_records, write_records
 from gap.errors import GapError, InputError
 from gap.lab import world
 from gap.lab._cli import run_gap
-from gap.lab.model import Recipe, build_base, recipe_info
+from gap.lab.model import Recipe, build_bases, recipe_info
 from gap.lab.players import PlayedTurn, PlayLog, play, population, true_effects
 from gap.train._tiny import Family
 
@@ -383,8 +383,9 @@ def run_lab(
         )
 
     with stages.stage("base models (cached by recipe)"):
-        base = build_base(size.recipe, cache)
-        base_b = build_base(replace(size.recipe, family=FAMILY_B), cache)
+        base, base_b = build_bases(
+            [size.recipe, replace(size.recipe, family=FAMILY_B)], cache, threads=threads
+        )
         console.print(f"base {FAMILY_A}: {base}\nbase {FAMILY_B}: {base_b}")
 
     game = out / "game"
