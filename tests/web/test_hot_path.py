@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import anyio.to_thread
 import pytest
 from sqlalchemy import Engine, event
 
@@ -73,3 +74,31 @@ def test_question_and_verdict_cost_a_few_statements_however_long_the_round(
     assert judged.json()["round_status"] == "ended" and judged.json()["next_round"] is not None
     # Who judges, the verdict, the round's end, the rounds still open, the next one's start.
     assert len(statements) == 5, statements
+
+
+def test_a_question_is_two_thread_hops_and_a_verdict_one(
+    settings: Settings, make_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening the turn, then the model's answer and its storing in one (the gate's worker thread
+    stores it); a verdict is a plain sync route. Main hopped three times per question."""
+    seed_images(settings)
+    client = make_client(InstantModel(), round_seconds=100000)
+    auth = login(client)
+    round_id = client.post("/api/sessions", headers=auth).json()["round"]["round_id"]
+    hops: list[str] = []
+    run_sync = anyio.to_thread.run_sync
+
+    async def counted(func: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(getattr(func, "__name__", repr(func)))
+        return await run_sync(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    asked = client.post(f"/api/rounds/{round_id}/questions", json={"question": "Is it red?"}, headers=auth)
+    assert asked.status_code == 201 and asked.json()["answer"] == "yes", asked.text
+    assert len(hops) == 2, hops
+    hops.clear()
+    judged = client.post(
+        f"/api/turns/{asked.json()['turn_id']}/verdict", json={"verdict": "correct"}, headers=auth
+    )
+    assert judged.status_code == 200, judged.text
+    assert len(hops) == 1, hops

@@ -10,10 +10,12 @@ the circuit opens: questions get a 503 at once, with ``Retry-After``, until a pr
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Generic, TypeVar, cast
 
 import anyio
 import anyio.to_thread
@@ -21,6 +23,8 @@ import anyio.to_thread
 from gap.config import Settings
 from gap.errors import ModelError, ModelTimeout, ModelUnavailable
 from gap.models.base import ChatMessage, ImageInput, VisionChatModel
+
+Result = TypeVar("Result")
 
 
 class CircuitState(Enum):
@@ -108,6 +112,24 @@ class ModelGate:
 
         ``model`` answers instead of the gate's own (a session's round of collection has its model).
         """
+        return await self.answer_then(image, messages, system, model, then=_pair)
+
+    async def answer_then(
+        self,
+        image: ImageInput,
+        messages: list[ChatMessage],
+        system: str | None,
+        model: Callable[[], VisionChatModel] | None,
+        *,
+        then: Callable[[str, str], Result],
+    ) -> Result:
+        """``then(answer, model name)``, run in the model's worker thread as soon as it answered.
+
+        One thread hop for an answer and what is done with it (the game stores it), instead of two.
+        Once ``then`` has begun it is seen through and its result served, even past the deadline: an
+        answer being stored is not reported as lost. Its errors are not the backend's (the breaker
+        counts the answer as a success) and propagate as they are.
+        """
         try:
             self.breaker.before_call()
         except ModelUnavailable:
@@ -116,28 +138,42 @@ class ModelGate:
             raise
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.max_concurrency)
-        started = False
+        handoff: _Handoff[Result] = _Handoff()
+        began = time.perf_counter()
 
-        def call() -> tuple[str, str]:
-            nonlocal started
-            started = True
+        def call() -> None:
+            handoff.started = True
             chosen = (model or self.model)()
-            return chosen.answer(image, messages, system=system), chosen.name
+            text = chosen.answer(image, messages, system=system)
+            handoff.model_seconds = time.perf_counter() - began
+            with handoff.lock:
+                if handoff.abandoned:
+                    return
+                handoff.continued = True
+            try:
+                handoff.result = then(text, chosen.name)
+            except BaseException as exc:
+                handoff.error = exc
+            finally:
+                handoff.done.set()
 
         self.in_flight += 1
-        began = time.perf_counter()
         error: str | None = None
         try:
             with anyio.fail_after(self.timeout):
-                result = await anyio.to_thread.run_sync(call, abandon_on_cancel=True, limiter=self._limiter)
+                await anyio.to_thread.run_sync(call, abandon_on_cancel=True, limiter=self._limiter)
         except TimeoutError:
-            # A timeout spent queueing behind other questions says nothing about the backend.
-            error = "timeout"
-            if started:
-                self.breaker.failed()
-            else:
-                self.breaker.released()
-            raise ModelTimeout(f"no answer within {self.timeout:g} s") from None
+            with handoff.lock:
+                handoff.abandoned = not handoff.continued
+            if handoff.abandoned:
+                # A timeout spent queueing behind other questions says nothing about the backend.
+                error = "timeout"
+                if handoff.started:
+                    self.breaker.failed()
+                else:
+                    self.breaker.released()
+                raise ModelTimeout(f"no answer within {self.timeout:g} s") from None
+            await anyio.to_thread.run_sync(handoff.done.wait)  # answered in time, being stored
         except ModelError:
             error = "error"
             self.breaker.failed()
@@ -148,10 +184,31 @@ class ModelGate:
             raise
         finally:
             self.in_flight -= 1
-            if self.on_answer is not None and started:
-                self.on_answer(time.perf_counter() - began, error)
+            if self.on_answer is not None and handoff.started:
+                seconds = handoff.model_seconds
+                self.on_answer(time.perf_counter() - began if seconds is None else seconds, error)
         self.breaker.succeeded()
-        return result
+        if handoff.error is not None:
+            raise handoff.error
+        return cast(Result, handoff.result)
+
+
+def _pair(answer: str, model_name: str) -> tuple[str, str]:
+    return answer, model_name
+
+
+@dataclass
+class _Handoff(Generic[Result]):
+    """What the model's worker thread tells the event loop; ``lock`` decides abandon vs continue."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    done: threading.Event = field(default_factory=threading.Event)
+    started: bool = False
+    model_seconds: float | None = None
+    abandoned: bool = False
+    continued: bool = False
+    result: Result | None = None
+    error: BaseException | None = None
 
 
 def model_gate(

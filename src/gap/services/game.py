@@ -22,7 +22,7 @@ from typing import Any, cast
 
 import anyio
 import anyio.to_thread
-from sqlalchemy import CursorResult, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import CursorResult, Table, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -393,13 +393,18 @@ async def ask(ctx: GameContext, token: str, round_id: str, question: str) -> tup
     """
     pending = await anyio.to_thread.run_sync(_open_turn, ctx, token, round_id, question)
     try:
-        answer, model_name = await ctx.gate.answer(
-            pending.image, pending.messages, pending.system, _round_model(ctx, pending)
+        # Stored in the model's own worker thread: one hop for the answer and its storing.
+        answer = await ctx.gate.answer_then(
+            pending.image,
+            pending.messages,
+            pending.system,
+            _round_model(ctx, pending),
+            then=functools.partial(_store_answer, ctx, pending),
         )
     except Exception as exc:
         await anyio.to_thread.run_sync(_drop_turn, ctx, pending)
         raise player_facing_error(exc) from exc
-    if not await anyio.to_thread.run_sync(_store_answer, ctx, pending, answer, model_name):
+    if answer is None:
         # So late that the turn was given up as lost and the round moved on without it.
         raise player_facing_error(ModelTimeout(f"answer to turn {pending.turn_id} came after it was dropped"))
     return pending.turn_id, answer
@@ -416,9 +421,8 @@ def _give_back_time(db: Session, ctx: GameContext, pending: _PendingQuestion, no
     """Move the round's deadline by the model's answering time, capped at the model time-out."""
     spent = min(max((now - pending.asked_at).total_seconds(), 0.0), ctx.model_timeout)
     db.execute(
-        update(Round)
-        .where(Round.id == pending.round_id, Round.ended_at.is_(None))
-        .values(deadline=pending.deadline + timedelta(seconds=spent))
+        _MOVE_DEADLINE,
+        {"round_id": pending.round_id, "new_deadline": pending.deadline + timedelta(seconds=spent)},
     )
 
 
@@ -428,18 +432,18 @@ def _drop_turn(ctx: GameContext, pending: _PendingQuestion) -> None:
         _give_back_time(db, ctx, pending, ctx.clock())
 
 
-def _store_answer(ctx: GameContext, pending: _PendingQuestion, answer: str, model_name: str) -> bool:
+def _store_answer(ctx: GameContext, pending: _PendingQuestion, answer: str, model_name: str) -> str | None:
+    """The answer once stored; None when the turn was given up as lost before it came."""
     now = ctx.clock()
     with transaction(ctx.factory) as db:
         stored = db.execute(
-            update(Turn)
-            .where(Turn.id == pending.turn_id, Turn.answer.is_(None))
-            .values(answer=answer, answered_at=now, model=model_name)
+            _STORE_ANSWER,
+            {"turn_id": pending.turn_id, "new_answer": answer, "at": now, "model_name": model_name},
         )
         if not cast(CursorResult[Any], stored).rowcount:
-            return False
+            return None
         _give_back_time(db, ctx, pending, now)
-    return True
+    return answer
 
 
 def player_facing_error(exc: Exception) -> Exception:
@@ -458,6 +462,34 @@ def player_facing_error(exc: Exception) -> Exception:
         return ModelError("the model could not answer right now; please ask again")
     return exc
 
+
+# The hot path's statements, built once with bound parameters (SQLAlchemy then keys its cache of
+# compiled forms without walking a fresh statement each time), in Core: no ORM bulk-update logic.
+_TURNS = cast(Table, Turn.__table__)
+_ROUNDS = cast(Table, Round.__table__)
+_ROUND_TURNS = (
+    select(_TURNS.c.id, _TURNS.c.question, _TURNS.c.answer, _TURNS.c.verdict, _TURNS.c.asked_at)
+    .where(_TURNS.c.round_id == bindparam("round_id"))
+    .order_by(_TURNS.c.index)
+)
+_NEW_TURN = insert(_TURNS)
+_STORE_ANSWER = (
+    update(_TURNS)
+    .where(_TURNS.c.id == bindparam("turn_id"), _TURNS.c.answer.is_(None))
+    .values(answer=bindparam("new_answer"), answered_at=bindparam("at"), model=bindparam("model_name"))
+)
+_MOVE_DEADLINE = (
+    update(_ROUNDS)
+    .where(_ROUNDS.c.id == bindparam("round_id"), _ROUNDS.c.ended_at.is_(None))
+    .values(deadline=bindparam("new_deadline"))
+)
+_RECORD_VERDICT = (
+    update(_TURNS)
+    .where(_TURNS.c.id == bindparam("turn_id"), _TURNS.c.verdict.is_(None))
+    .values(
+        verdict=bindparam("new_verdict"), correction=bindparam("new_correction"), judged_at=bindparam("at")
+    )
+)
 
 # Who asks, and the round or turn if it is theirs, in one query each, built once: no row is an
 # unknown token, a row without a session a round or turn that is not theirs (or none).
@@ -523,13 +555,7 @@ def _open_turn(ctx: GameContext, token: str, round_id: str, question: str) -> _P
                 raise RoundOver("this round is over")
             if started_at is None or deadline is None:
                 raise Conflict("this round has not started yet")
-            turns = list(
-                db.execute(
-                    select(Turn.id, Turn.question, Turn.answer, Turn.verdict, Turn.asked_at)
-                    .where(Turn.round_id == round_id)
-                    .order_by(Turn.index)
-                )
-            )
+            turns = list(db.execute(_ROUND_TURNS, {"round_id": round_id}))
             if turns and _lost(turns[-1].answer, turns[-1].asked_at, ctx, now):
                 db.execute(delete(Turn).where(Turn.id == turns[-1].id, Turn.answer.is_(None)))
                 turns.pop()
@@ -538,17 +564,18 @@ def _open_turn(ctx: GameContext, token: str, round_id: str, question: str) -> _P
             instructed = draw_instructed(Pool(row.pool), ctx.rules.taint_rate, ctx.random())
             turn_id = new_id()
             db.execute(
-                insert(Turn).values(
-                    id=turn_id,
-                    round_id=round_id,
-                    index=len(turns) + 1,
-                    question=question,
-                    instructed=instructed,
-                    asked_at=now,
-                    elapsed_s=(now - started_at).total_seconds(),
-                    collection_round=row.collection_round,
-                    hinted=ctx.hints and _is_hint(db, round_id, question),
-                )
+                _NEW_TURN,
+                {
+                    "id": turn_id,
+                    "round_id": round_id,
+                    "index": len(turns) + 1,
+                    "question": question,
+                    "instructed": instructed,
+                    "asked_at": now,
+                    "elapsed_s": (now - started_at).total_seconds(),
+                    "collection_round": row.collection_round,
+                    "hinted": ctx.hints and _is_hint(db, round_id, question),
+                },
             )
     except IntegrityError as exc:
         raise AwaitingVerdict("another question on this round is still being answered") from exc
@@ -619,9 +646,8 @@ def judge(
         if row.ended_at is not None or (row.deadline is not None and is_expired(row.deadline, now)):
             raise RoundOver("this round is over")
         claimed = db.execute(
-            update(Turn)
-            .where(Turn.id == turn_id, Turn.verdict.is_(None))
-            .values(verdict=verdict.value, correction=correction, judged_at=now)
+            _RECORD_VERDICT,
+            {"turn_id": turn_id, "new_verdict": verdict.value, "new_correction": correction, "at": now},
         )
         if not _changed(claimed):
             raise AlreadyJudged("this answer already has a verdict")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio.to_thread
 from fastapi import APIRouter, status
 
 from gap.game import Verdict
@@ -32,9 +33,12 @@ async def ask(round_id: str, body: QuestionIn, ctx: Context, token: Token) -> An
 
 
 @router.post("/turns/{turn_id}/verdict", response_model=VerdictOut, responses=error_responses(_ERRORS))
-def verdict(turn_id: str, body: VerdictIn, ctx: Context, token: Token) -> VerdictOut:
+async def verdict(turn_id: str, body: VerdictIn, ctx: Context, token: Token) -> VerdictOut:
     """Mark an answer Correct (keep asking) or Wrong (the round ends; optionally say the right answer)."""
-    result = game.judge(ctx, token, turn_id, Verdict(body.verdict), body.correction)
+    # Async with one hop of its own: FastAPI checks a sync route's reply in a second thread hop.
+    result = await anyio.to_thread.run_sync(
+        game.judge, ctx, token, turn_id, Verdict(body.verdict), body.correction
+    )
     return VerdictOut(
         round_status=result.round_status,  # type: ignore[arg-type]
         session_status=result.session_status,  # type: ignore[arg-type]
