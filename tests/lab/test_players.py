@@ -8,18 +8,17 @@ import os
 import random
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
+from fixtures.processes import stop, wait_until_answers
 from fixtures.server import free_port
 from gap.cli import app
 from gap.config import get_settings
@@ -113,20 +112,6 @@ class Game:
     scenes: list[world.Scene]
 
 
-def wait_ready(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"gap serve exited:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/openapi.json", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)  # polling a state (the port answering), under a deadline
-    raise AssertionError(f"gap serve did not start:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture
 def game(tiny_vlm_dir: Path, tmp_path: Path) -> Iterator[Game]:
     """`gap serve` on a fresh SQLite database, the tiny model and 30 lab scenes imported by manifest."""
@@ -159,11 +144,10 @@ def game(tiny_vlm_dir: Path, tmp_path: Path) -> Iterator[Game]:
         )
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_ready(process, url, log)
+        wait_until_answers(process, f"{url}/openapi.json", log, timeout_s=120)
         yield Game(url, database_url, scenes)
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop(process)
 
 
 @pytest.mark.slow

@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fixtures.game import seed_images
+from fixtures.processes import stop, wait_until_answers
 from fixtures.server import free_port
 from gap.cli import app
 from gap.config import Settings, get_settings
@@ -23,20 +23,6 @@ from gap.db.engine import make_engine, make_sessionmaker, transaction
 from gap.db.models import Turn
 
 pytestmark = [pytest.mark.db, pytest.mark.slow]
-
-
-def wait_ready(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"gap serve exited:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/openapi.json", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)  # polling a state (the port answering), under a deadline
-    raise AssertionError(f"gap serve did not start:\n{log.read_text()[-3000:]}")
 
 
 @pytest.fixture
@@ -61,13 +47,10 @@ def replicas(settings: Settings, tiny_vlm_dir: Path, tmp_path: Path) -> Iterator
                 )
             started.append((process, f"http://127.0.0.1:{port}", log))
         for process, url, log in started:
-            wait_ready(process, url, log)
+            wait_until_answers(process, f"{url}/openapi.json", log)
         yield [url for _, url, _ in started]
     finally:
-        for process, _, _ in started:
-            process.terminate()
-        for process, _, _ in started:
-            process.wait(timeout=30)
+        stop(*(process for process, _, _ in started))
 
 
 def test_two_processes_switch_together(
