@@ -8,7 +8,6 @@ import logging
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +17,15 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from fixtures.game import careful_player_history, login, png_bytes
+from fixtures.game import careful_player_history, login, png_bytes, seed_images
 from fixtures.server import free_port
 from gap.cli import app
 from gap.config import Settings
 from gap.data import Message, Provenance, Record, validate_export, write_records
 from gap.db.engine import make_engine, make_sessionmaker, transaction
 from gap.db.models import Turn
-from gap.game import Pool
 from gap.models.base import ChatMessage, ImageInput
 from gap.services.data import fill_references
-from gap.services.images import add_image
 from gap.storage import LocalStore, S3Store
 from gap.web.app import create_app
 
@@ -210,17 +207,7 @@ def test_a_dashboard_export_on_one_replica_downloads_from_another(
     shared = {"storage_url": f"s3://{BUCKET}/gap", "s3_endpoint_url": s3.endpoint, "admin_token": "t0ken"}
     first = settings.model_copy(update=shared)
     second = settings.model_copy(update={**shared, "data_dir": tmp_path / "other-machine"})
-    images = S3Store(BUCKET, "gap/images", endpoint_url=s3.endpoint)
-    with transaction(make_sessionmaker(make_engine(first.resolved_database_url))) as db:
-        for seed in range(6):
-            add_image(
-                db,
-                images=images,
-                data=png_bytes(seed),
-                original_name=f"{seed}.png",
-                pool=Pool.TAINTED if seed % 2 else Pool.UNTAINTED,
-                now=datetime.now(UTC),
-            )
+    seed_images(first, per_pool=3, images=S3Store(BUCKET, "gap/images", endpoint_url=s3.endpoint))
     careful_player_history(first)
     admin = {"Authorization": "Bearer t0ken"}
     with (
@@ -243,17 +230,8 @@ def test_a_dashboard_export_on_one_replica_downloads_from_another(
 
 def test_reference_answers_read_the_images_from_s3(s3: S3, settings: Settings) -> None:
     images = S3Store(BUCKET, "gap/images", endpoint_url=s3.endpoint)
+    seed_images(settings, per_pool=2, images=images)
     factory = make_sessionmaker(make_engine(settings.resolved_database_url))
-    with transaction(factory) as db:
-        for seed in range(4):
-            add_image(
-                db,
-                images=images,
-                data=png_bytes(seed),
-                original_name=f"{seed}.png",
-                pool=Pool.TAINTED if seed % 2 else Pool.UNTAINTED,
-                now=datetime.now(UTC),
-            )
     careful_player_history(settings, rounds=6)
     with transaction(factory) as db:  # turns without a player's correction need the reference model
         asked = list(db.scalars(select(Turn.id).where(Turn.correction.is_(None))))
