@@ -1,6 +1,7 @@
 """The model backend hangs mid-load under `gap serve --workers 2`: only questions wait, then fail fast.
 
-Other routes stay fast (p99 of ``/api/me`` under 100 ms while questions are held), questions get
+Other routes stay fast (``/api/me`` answers in well under a second while questions are held, where
+a shared thread pool made it wait for the model's time-out), questions get
 504 (time-out) then 503 (circuit open) with a JSON message, the circuit closes once the backend
 answers again, no acknowledged verdict is lost and the round's clock is not charged.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import threading
 import time
 from pathlib import Path
@@ -26,6 +28,8 @@ pytestmark = [pytest.mark.db, pytest.mark.slow]
 PLAYERS = 80
 TIMEOUT_S = 6.0
 SAMPLES = 200
+MIN_SAMPLES = 20
+ME_BOUND_S = TIMEOUT_S / 6  # far below the time-out a starved route waits, far above a busy machine's p99
 
 
 def test_a_hung_backend_mid_load(settings: Settings, scale_backend: ScaleBackend, tmp_path: Path) -> None:
@@ -40,8 +44,6 @@ def test_a_hung_backend_mid_load(settings: Settings, scale_backend: ScaleBackend
     )
     load, failures = Load(), []
     me_seconds: list[float] = []
-    measured: list[float] = []
-    healthy_at: list[float] = []
     with gap_serve(2, env, tmp_path / "serve.log") as served:
         with httpx.Client(base_url=served.url, timeout=30) as http:
             token = http.post("/api/auth/guest", json={"name": "watcher"}).json()["token"]
@@ -50,21 +52,20 @@ def test_a_hung_backend_mid_load(settings: Settings, scale_backend: ScaleBackend
             try:
                 assert wait_until(lambda: len(load.verdicts) >= 50, 60), "play did not get going"
                 scale_backend.mode = "hang"
-                scale_backend.wait_held(10, timeout=60)
-                began = time.monotonic()
+                scale_backend.wait_held(3, timeout=60)  # questions wait; the breaker opens after 3 fail
+                # sample only while no question has timed out yet: every sample is taken while
+                # questions are held (a state, so a slow machine takes fewer samples, not wrong ones)
                 with httpx.Client(base_url=served.url, timeout=30) as watcher:
-                    for _ in range(SAMPLES):
+                    while len(me_seconds) < SAMPLES and load.statuses[504] == 0:
                         sent = time.perf_counter()
                         me = watcher.get("/api/me", headers={"Authorization": f"Bearer {token}"})
                         me_seconds.append(time.perf_counter() - sent)
                         assert me.status_code == 200
-                measured.append(time.monotonic() - began)
                 seen_both = wait_until(lambda: load.statuses[504] > 0 and load.statuses[503] > 0, 60)
                 assert seen_both, load.statuses
             except BaseException as exc:  # told to the test below
                 failures.append(exc)
             finally:
-                healthy_at.append(time.monotonic())
                 scale_backend.mode = "ok"
                 scale_backend.release.set()
 
@@ -75,9 +76,10 @@ def test_a_hung_backend_mid_load(settings: Settings, scale_backend: ScaleBackend
     assert failures == []
 
     # the rest of the server did not wait for the model
-    assert measured[0] < TIMEOUT_S  # the questions held when the sampling began were held all along
-    p99 = sorted(me_seconds)[int(0.99 * SAMPLES) - 1]
-    assert p99 < 0.1, f"/api/me p99 {p99 * 1000:.0f} ms while questions waited"
+    assert len(me_seconds) >= MIN_SAMPLES, f"/api/me answered {len(me_seconds)} times before a time-out"
+    p99 = sorted(me_seconds)[math.ceil(0.99 * len(me_seconds)) - 1]
+    print(f"/api/me while questions were held: {len(me_seconds)} samples, p99 {p99 * 1000:.0f} ms")
+    assert p99 < ME_BOUND_S, f"/api/me p99 {p99 * 1000:.0f} ms while questions waited"
 
     # questions failed with a JSON message: 504 past the time-out, then 503 at once, circuit open
     assert {status for status, *_ in load.server_errors} == {503, 504}
@@ -93,7 +95,8 @@ def test_a_hung_backend_mid_load(settings: Settings, scale_backend: ScaleBackend
     assert timed_out, "no watched player met a time-out"
     for lost, waited in timed_out:
         assert waited >= TIMEOUT_S
-        assert lost < waited - TIMEOUT_S + 1.5, (lost, waited)  # the model's seconds were given back
+        # the model's seconds were given back: without it the clock loses all of them
+        assert lost < waited - TIMEOUT_S / 2, (lost, waited)
 
     assert len(load.finished) == PLAYERS
     assert_stored(settings.resolved_database_url, load)
