@@ -70,8 +70,16 @@ def test_ci_run_writes_a_well_formed_report(first: tuple[Path, dict[str, Any]]) 
     assert set(data["fatigue"]) == {"fitted", "truth", "verdict_accuracy_by_image"}
     # the real game: every turn the players judged is a turn the server stored
     assert data["quality_fit"]["n_turns"] == data["turns"] > 0
+    # whether each base model looks at the image, from its own answers to the test scenes
+    assert set(data["image_use"]) == {"qwen2_vl", "qwen2_5_vl"}
+    for by_type in data["image_use"].values():
+        assert set(by_type) == set(QUESTION_TYPES)
+        for row in by_type.values():
+            figures = (row["varying"], row["score"], row["blind"])
+            assert all(0 <= x <= 1 for x in figures) if row["questions"] else figures == (None,) * 3
+        assert any(row["questions"] for row in by_type.values())
     report = (out / "report.md").read_text(encoding="utf-8")
-    assert "Theta sweep" in report and "taint instruction" in report
+    assert "Theta sweep" in report and "taint instruction" in report and "use the image?" in report
 
 
 def test_kept_sizes_and_precision_are_those_of_the_exports_against_the_truth(

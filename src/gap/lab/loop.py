@@ -32,6 +32,7 @@ from rich.console import Console
 
 from gap.data import Message, Provenance, Record, read_records, write_records
 from gap.errors import GapError, InputError
+from gap.evaluate import read_answers
 from gap.lab import world
 from gap.lab._cli import run_gap
 from gap.lab.model import Recipe, build_bases, recipe_info
@@ -518,6 +519,10 @@ def run_lab(
             true_effects=true_effects(log, round_seconds=SIMULATED_ROUND_S),
             turns_table=game / "turns.parquet",
             base_info={FAMILY_A: recipe_info(base), FAMILY_B: recipe_info(base_b)},
+            base_answers={
+                family: {item.id: item.answer for item in read_answers(out / "eval" / run)}
+                for family, run in ((FAMILY_A, "base"), (FAMILY_B, f"base-{FAMILY_B}"))
+            },
             stages=stages.times,
             wall_s=time.monotonic() - started,
         )

@@ -9,7 +9,7 @@ images (:mod:`gap.evaluate._stats`, the statistics `gap eval compare` uses).
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,6 +65,43 @@ def paired_gain(items: Items, base: Scores, tuned: Scores, ids: Sequence[str]) -
 
 def _ids(items: Items, *, kind: str, types: Sequence[str]) -> list[str]:
     return [i for i, item in items.items() if item["set"] == kind and item["qtype"] in types]
+
+
+def image_use(items: Items, answers: Mapping[str, str | None], scores: Scores) -> dict[str, Any]:
+    """Does a model's answer depend on the image? Two measures per type, on the test items whose
+    question text is asked about several images (``n``).
+
+    ``varying``: the share of those question texts whose answers are not all the same (0 for a model
+    that ignores the image). ``blind``: what a model that ignores the image scores on the same items
+    by answering each text with its commonest true answer on the other images (leave one out; a tie
+    scores its expected share), beside the model's own ``score`` there. A score at or below
+    ``blind`` shows no use of the image.
+    """
+    by_type: dict[str, Any] = {}
+    for qtype in world.QUESTION_TYPES:
+        asked: dict[str, list[str]] = defaultdict(list)
+        for item_id in _ids(items, kind="test", types=[qtype]):
+            asked[str(items[item_id]["question"])].append(item_id)
+        repeated = [ids for ids in asked.values() if len(ids) > 1]
+        answered = [{world.normalise_answer(qtype, answers.get(i) or "") for i in ids} for ids in repeated]
+        own, blind = [], []
+        for ids in repeated:
+            truths = Counter(str(items[i]["reference"]) for i in ids)
+            for i in ids:
+                truth = str(items[i]["reference"])
+                others = truths - Counter([truth])
+                best = max(others.values())
+                winners = [answer for answer, count in others.items() if count == best]
+                blind.append((truth in winners) / len(winners))
+                own.append(scores[i])
+        by_type[qtype] = {
+            "varying": _num(float(np.mean([len(a) > 1 for a in answered]))) if answered else None,
+            "questions": len(repeated),
+            "n": len(own),
+            "score": _num(float(np.mean(own))) if own else None,
+            "blind": _num(float(np.mean(blind))) if blind else None,
+        }
+    return by_type
 
 
 def taint_compliance(turns_table: Path, collected: Collected) -> dict[str, Any]:
@@ -149,11 +186,13 @@ def build_report(
     true_effects: Mapping[str, Any],
     turns_table: Path,
     base_info: Mapping[str, Any],
+    base_answers: Mapping[str, Mapping[str, str | None]],
     stages: Mapping[str, Any],
     wall_s: float,
 ) -> dict[str, Any]:
-    """Every figure of the run (report.json's content)."""
-    from gap.lab.loop import FAMILY_B, MAIN_THETA, THETAS
+    """Every figure of the run (report.json's content). ``base_answers``: per family, the base
+    model's answer to every item, by id (for :func:`image_use`)."""
+    from gap.lab.loop import FAMILY_A, FAMILY_B, MAIN_THETA, THETAS
 
     base = runs["base"]
     main = f"theta-{MAIN_THETA:g}"
@@ -222,6 +261,10 @@ def build_report(
             family: {"records": info["records"], "final_loss": _num(info["losses"][-1]), "key": info["key"]}
             for family, info in base_info.items()
         },
+        "image_use": {
+            family: image_use(items, answers, runs["base" if family == FAMILY_A else f"base-{family}"])
+            for family, answers in base_answers.items()
+        },
         "stages": dict(stages),
         "wall_s": round(wall_s, 1),
     }
@@ -246,6 +289,25 @@ def _gain_cell(gain: Mapping[str, Any] | None) -> str:
     )
 
 
+def _blind_warning(data: Mapping[str, Any]) -> list[str]:
+    """A first paragraph when the main base model scores above the blind model on no type: no figure
+    below can show that the game's data improves how a model sees."""
+    family, by_type = next(iter(data["image_use"].items()))
+    sighted = [
+        t
+        for t, row in by_type.items()
+        if None not in (row["score"], row["blind"]) and row["score"] > row["blind"]
+    ]
+    if sighted:
+        return []
+    return [
+        f"**The {family} base model does not use the image**: on no question type does it score above "
+        "a model that ignores the image (see *Does the base model use the image?*), "
+        "so the gains below measure answer priors, not sight.",
+        "",
+    ]
+
+
 def markdown(data: Mapping[str, Any]) -> str:
     """report.md: the questions of issue 13 answered with the run's figures."""
     types = list(world.QUESTION_TYPES)
@@ -259,6 +321,7 @@ def markdown(data: Mapping[str, Any]) -> str:
         "base, 95% intervals and p-values from the paired bootstrap over images. "
         f"Wall time {data['wall_s']} s.",
         "",
+        *_blind_warning(data),
         "## Base vs fine-tuned per question type (held-out test scenes)",
         "",
         "| type | base | fine-tuned | difference [95% CI], p |",
@@ -310,6 +373,24 @@ def markdown(data: Mapping[str, Any]) -> str:
         "",
         f"The theta 0.8 data collected against qwen2_vl trains a {data['cross_model']['family']} base "
         f"(same curriculum): gain on weak types {_gain_cell(data['cross_model']['gain'])}.",
+        "",
+        "## Does the base model use the image?",
+        "",
+        "Per base model and type, on the test questions whose text is asked about several images: the "
+        "share of those texts whose answers change with the image, and the base's score beside that of "
+        "a model that ignores the image (each text answered with its commonest true answer on the "
+        "other images).",
+        "",
+        "| base | type | answers vary (texts) | score (n) | blind model |",
+        "|---|---|---|---|---|",
+    ]
+    for family, by_type in data["image_use"].items():
+        lines += [
+            f"| {family} | {t} | {_fmt(row['varying'])} ({row['questions']}) "
+            f"| {_fmt(row['score'])} ({row['n']}) | {_fmt(row['blind'])} |"
+            for t, row in by_type.items()
+        ]
+    lines += [
         "",
         "## The taint instruction",
         "",
