@@ -1,0 +1,116 @@
+"""`/api/me` while the model backend hangs, against `/api/me` while it answers, under the same load.
+
+Players of the load tests (``tests/fixtures/load.py``) play whole sessions against `gap serve
+--workers 2`, with a real OpenAI-compatible model server (``tests/fixtures/scale_backend``). A
+watcher samples `/api/me` twice in the same run: first while the backend answers at once (the
+baseline), then while it holds every question (only the samples taken before any question timed out
+count, so each is taken while questions wait). It prints p50 and p99 of both, their ratio, and
+whether the hung p99 is under the issue's 100 ms. The client runs on the same cores as the server.
+``tests/scale/test_backend_down.py`` checks the same behaviour with a bound a busy machine cannot
+break; this script measures the figure.
+
+    python benchmarks/bench_backend_hang.py                                  # SQLite, temporary
+    python benchmarks/bench_backend_hang.py --database-url postgresql+psycopg://...   # empty database
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from fixtures.game import seed_images
+from fixtures.load import Load, gap_serve, run_players, serve_env, wait_until
+from fixtures.scale_backend import ScaleBackend
+from gap.config import Settings
+from gap.db.migrate import upgrade
+
+
+def _sample(watcher: httpx.Client, token: str, count: int, load: Load) -> list[float]:
+    """Up to ``count`` `/api/me` latencies, stopping early once a question timed out (a 504)."""
+    seconds: list[float] = []
+    while len(seconds) < count and load.statuses[504] == 0:
+        sent = time.perf_counter()
+        watcher.get("/api/me", headers={"Authorization": f"Bearer {token}"}).raise_for_status()
+        seconds.append(time.perf_counter() - sent)
+    return seconds
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--database-url", help="an empty database (default: SQLite in a temporary folder)")
+    parser.add_argument("--players", type=int, default=80)
+    parser.add_argument("--concurrency", type=int, default=30, help="players playing at once")
+    parser.add_argument("--samples", type=int, default=200, help="`/api/me` calls per phase, at most")
+    parser.add_argument("--timeout", type=float, default=6.0, help="GAP_MODEL_TIMEOUT, seconds")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        url = args.database_url or f"sqlite:///{root / 'gap.sqlite3'}"
+        upgrade(url)
+        settings = Settings(data_dir=root / "data", database_url=url)
+        seed_images(settings, per_pool=4)
+        backend = ScaleBackend()
+        backend.thread.start()
+        env = serve_env(url, settings.data_dir, backend.base_url, GAP_MODEL_TIMEOUT=str(args.timeout))
+        load = Load()
+        phases: dict[str, list[float]] = {}
+        try:
+            with (
+                gap_serve(2, env, root / "serve.log") as served,
+                httpx.Client(base_url=served.url, timeout=30) as watcher,
+            ):
+                token = watcher.post("/api/auth/guest", json={"name": "watcher"}).json()["token"]
+
+                def watch() -> None:
+                    try:
+                        wait_until(lambda: len(load.verdicts) >= 50, 120)
+                        phases["answering"] = _sample(watcher, token, args.samples, load)
+                        backend.mode = "hang"
+                        backend.wait_held(3, timeout=120)
+                        phases["hung"] = _sample(watcher, token, args.samples, load)
+                    finally:
+                        backend.mode = "ok"
+                        backend.release.set()
+
+                watching = threading.Thread(target=watch)
+                watching.start()
+                asyncio.run(
+                    run_players(
+                        served.url, args.players, concurrency=args.concurrency, budget_s=300, load=load
+                    )
+                )
+                watching.join()
+        finally:
+            backend.stop()
+    kind = url.split(":", 1)[0].split("+")[0]
+    print(
+        f"{kind}, 2 workers: {args.players} players, {args.concurrency} at once, "
+        f"model time-out {args.timeout:g} s"
+    )
+    for name, seconds in phases.items():
+        print(
+            f"  /api/me, backend {name:9s}: {len(seconds):4d} calls, "
+            f"p50 {_percentile(seconds, 0.5) * 1000:6.1f} ms, p99 {_percentile(seconds, 0.99) * 1000:6.1f} ms"
+        )
+    hung, answering = _percentile(phases["hung"], 0.99), _percentile(phases["answering"], 0.99)
+    print(f"  p99 hung / p99 answering: {hung / answering:.2f}x; hung p99 under 100 ms: {hung < 0.1}")
+
+
+if __name__ == "__main__":
+    main()
