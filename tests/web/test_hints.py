@@ -250,3 +250,45 @@ def test_a_hint_being_written_is_not_asked_twice_and_a_lost_one_is_taken_over(
     clock.advance(settings.model_timeout + 11)  # its process died: the claim is taken over
     taken = client.post(f"/api/rounds/{round_id}/hint", headers=auth)
     assert taken.status_code == 200 and len(model.hint_calls()) == 1
+
+
+def test_the_rounds_clock_does_not_run_while_the_model_writes_a_hint(
+    settings: Settings, make_client: Any, clock: ManualClock
+) -> None:
+    seed_images(settings)
+
+    @dataclass
+    class Slow(HintingModel):
+        """Takes 7 s of the game's clock to write a hint; the second one fails after 5 s."""
+
+        replies: list[str] = field(default_factory=lambda: ["Is the cup blue?", "  "])
+
+        def answer(self, image: ImageInput, messages: list[ChatMessage], system: str | None = None) -> str:
+            if messages[-1].text != HINT_PROMPT:
+                return super().answer(image, messages, system)
+            self.calls.append((list(messages), system))
+            clock.advance(7 if len(self.replies) == 2 else 5)
+            return self.replies.pop(0)
+
+    client = make_client(Slow(), rng=random.Random(0), hints=True)
+    auth = login(client)
+    session = client.post("/api/sessions", headers=auth).json()
+    first, session_id = session["round"]["round_id"], session["session_id"]
+
+    def seconds_left() -> float:
+        return float(client.get(f"/api/sessions/{session_id}", headers=auth).json()["round"]["seconds_left"])
+
+    before = seconds_left()
+    assert client.post(f"/api/rounds/{first}/hint", headers=auth).json() == {"hint": "Is the cup blue?"}
+    assert seconds_left() == pytest.approx(before, abs=0.01)  # the 7 s of writing were given back
+    clock.advance(10)  # the player thinks: that is charged
+    assert seconds_left() == pytest.approx(before - 10, abs=0.01)
+
+    asked = client.post(f"/api/rounds/{first}/questions", headers=auth, json={"question": "Blue?"})
+    judged = client.post(
+        f"/api/turns/{asked.json()['turn_id']}/verdict", headers=auth, json={"verdict": "wrong"}
+    )
+    second = judged.json()["next_round"]["round_id"]
+    before = seconds_left()
+    assert client.post(f"/api/rounds/{second}/hint", headers=auth).status_code == 502  # an empty hint
+    assert seconds_left() == pytest.approx(before, abs=0.01)  # a failed hint costs no clock either

@@ -23,11 +23,12 @@ from typing import Any, cast
 import anyio.to_thread
 from sqlalchemy import CursorResult, delete, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from gap._text import clean_text
 from gap.config import Settings
 from gap.db.engine import transaction
-from gap.db.models import RoundHint
+from gap.db.models import Round, RoundHint
 from gap.errors import Conflict, GapError, ModelError, NotFound, RoundOver
 from gap.models.base import ChatMessage, ImageInput
 from gap.models.gate import ModelGate, model_gate
@@ -101,6 +102,8 @@ def hints_for(settings: Settings, game: GameContext) -> Hints | None:
 class _Claim:
     round_id: str
     asked_at: datetime
+    deadline: datetime
+    """The round's deadline when the hint was asked, which moves by the model's writing time."""
     image: ImageInput
 
 
@@ -127,7 +130,7 @@ def _claim(hints: Hints, player_id: str, round_id: str) -> str | _Claim:
             db.refresh(rnd)
             if rnd.ended_at is not None:
                 raise RoundOver("this round is over")
-            if rnd.started_at is None:
+            if rnd.started_at is None or rnd.deadline is None:
                 raise Conflict("this round has not started yet")
             row = db.get(RoundHint, round_id)
             if row is not None and row.text:
@@ -147,9 +150,10 @@ def _claim(hints: Hints, player_id: str, round_id: str) -> str | _Claim:
                 raise Conflict("a hint for this round is on its way; ask again in a moment")
             key = rnd.image.path
             mime = rnd.image.mime_type
+            deadline = rnd.deadline
     except IntegrityError as exc:
         raise Conflict("a hint for this round is on its way; ask again in a moment") from exc
-    claim_without_image = _Claim(round_id, now, ImageInput(b"", mime))
+    claim_without_image = _Claim(round_id, now, deadline, ImageInput(b"", mime))
     try:
         data = game.images.get(key)
     except GapError as exc:
@@ -157,7 +161,19 @@ def _claim(hints: Hints, player_id: str, round_id: str) -> str | _Claim:
         if isinstance(exc, NotFound):
             raise NotFound("the image of this round is missing on the server") from exc
         raise
-    return _Claim(round_id, now, ImageInput(data, mime))
+    return _Claim(round_id, now, deadline, ImageInput(data, mime))
+
+
+def _give_back_time(db: Session, hints: Hints, claim: _Claim) -> None:
+    """Move the round's deadline by the model's writing time (at most its time-out), as a question's
+    answering time is: the player's clock does not run while the server writes a hint. Only if the
+    deadline is still the one the hint saw: a question answered meanwhile moved it, and wins."""
+    spent = min(max((hints.game.clock() - claim.asked_at).total_seconds(), 0.0), hints.gate.timeout)
+    db.execute(
+        update(Round)
+        .where(Round.id == claim.round_id, Round.ended_at.is_(None), Round.deadline == claim.deadline)
+        .values(deadline=claim.deadline + timedelta(seconds=spent))
+    )
 
 
 def _release(hints: Hints, claim: _Claim) -> None:
@@ -169,6 +185,7 @@ def _release(hints: Hints, claim: _Claim) -> None:
                 RoundHint.text.is_(None),
             )
         )
+        _give_back_time(db, hints, claim)
 
 
 def _store(hints: Hints, claim: _Claim, text: str, model_name: str) -> str:
@@ -179,6 +196,7 @@ def _store(hints: Hints, claim: _Claim, text: str, model_name: str) -> str:
             .where(RoundHint.round_id == claim.round_id, RoundHint.text.is_(None))
             .values(text=text, model=model_name, written_at=hints.game.clock())
         )
+        _give_back_time(db, hints, claim)
         if cast(CursorResult[Any], stored).rowcount:
             return text
         row = db.get(RoundHint, claim.round_id)
