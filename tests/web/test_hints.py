@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from fixtures.game import ManualClock, assert_no_leak, login, seed_images
 from fixtures.hints import HintingModel
+from fixtures.recording_server import recording_server
 from gap.cli import app
 from gap.config import Settings, get_settings
 from gap.data import read_records, write_card
@@ -30,6 +31,7 @@ from gap.services.admin import QualityView, store_quality_view, view_of_fit
 from gap.services.data import build_records
 from gap.services.hints import HINT_PROMPT, clean_hint
 from gap.services.quality import DatabaseFit, export_turns, reliability_estimator
+from gap.services.rounds import start_round
 from gap.storage import LocalStore
 
 pytestmark = pytest.mark.db
@@ -292,3 +294,23 @@ def test_the_rounds_clock_does_not_run_while_the_model_writes_a_hint(
     before = seconds_left()
     assert client.post(f"/api/rounds/{second}/hint", headers=auth).status_code == 502  # an empty hint
     assert seconds_left() == pytest.approx(before, abs=0.01)  # a failed hint costs no clock either
+
+
+def test_a_round_of_collection_has_its_own_model_write_its_hints(
+    settings: Settings, make_client: Any, clock: ManualClock
+) -> None:
+    seed_images(settings)
+    own = HintingModel()
+    with recording_server() as server:
+        client = make_client(own, rng=random.Random(0), hints=True, openai_base_url=server.base_url)
+        with transaction(factory_of(settings)) as db:
+            start_round(db, model="openai:model-v1", adapter=None, note=None, now=clock())
+        auth = login(client)
+        round_id = client.post("/api/sessions", headers=auth).json()["round"]["round_id"]
+        hinted = client.post(f"/api/rounds/{round_id}/hint", headers=auth)
+        assert hinted.status_code == 200, hinted.text
+    assert own.hint_calls() == []  # not the replica's own GAP_MODEL
+    [body] = [b for b in server.bodies if HINT_PROMPT in json.dumps(b)]  # after the load's readiness ping
+    assert body["model"] == "model-v1"
+    with transaction(factory_of(settings)) as db:
+        assert db.get(RoundHint, round_id).model == "openai:model-v1"  # type: ignore[union-attr]

@@ -16,6 +16,8 @@ player's own question.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -28,9 +30,9 @@ from sqlalchemy.orm import Session
 from gap._text import clean_text
 from gap.config import Settings
 from gap.db.engine import transaction
-from gap.db.models import Round, RoundHint
+from gap.db.models import CollectionRound, Round, RoundHint
 from gap.errors import Conflict, GapError, ModelError, NotFound, RoundOver
-from gap.models.base import ChatMessage, ImageInput
+from gap.models.base import ChatMessage, ImageInput, VisionChatModel
 from gap.models.gate import ModelGate, model_gate
 from gap.services.game import (
     STALE_TURN_MARGIN_S,
@@ -105,6 +107,9 @@ class _Claim:
     deadline: datetime
     """The round's deadline when the hint was asked, which moves by the model's writing time."""
     image: ImageInput
+    round_model: tuple[str, str | None] | None = None
+    """(spec, adapter) of the session's round of collection: it writes the hint when the game's own
+    gate does (no reference endpoint). None: the gate's own model."""
 
 
 async def hint(hints: Hints, player_id: str, round_id: str) -> str:
@@ -113,7 +118,9 @@ async def hint(hints: Hints, player_id: str, round_id: str) -> str:
     if isinstance(claimed, str):
         return claimed
     try:
-        reply, model_name = await hints.gate.answer(claimed.image, [ChatMessage("user", HINT_PROMPT)], None)
+        reply, model_name = await hints.gate.answer(
+            claimed.image, [ChatMessage("user", HINT_PROMPT)], None, _writer(hints, claimed)
+        )
         text = clean_hint(reply, hints.max_chars)
     except Exception as exc:
         await anyio.to_thread.run_sync(_release, hints, claimed)
@@ -150,6 +157,12 @@ def _claim(hints: Hints, player_id: str, round_id: str) -> str | _Claim:
                 raise Conflict("a hint for this round is on its way; ask again in a moment")
             key = rnd.image.path
             mime = rnd.image.mime_type
+            campaign = (
+                db.get(CollectionRound, rnd.session.collection_round)
+                if rnd.session.collection_round
+                else None
+            )
+            round_model = (campaign.model, campaign.adapter) if campaign is not None else None
             deadline = rnd.deadline
     except IntegrityError as exc:
         raise Conflict("a hint for this round is on its way; ask again in a moment") from exc
@@ -161,7 +174,16 @@ def _claim(hints: Hints, player_id: str, round_id: str) -> str | _Claim:
         if isinstance(exc, NotFound):
             raise NotFound("the image of this round is missing on the server") from exc
         raise
-    return _Claim(round_id, now, deadline, ImageInput(data, mime))
+    return _Claim(round_id, now, deadline, ImageInput(data, mime), round_model)
+
+
+def _writer(hints: Hints, claim: _Claim) -> Callable[[], VisionChatModel] | None:
+    """The round of collection's model, when the hint comes from the game's own gate: the model in
+    the loop writes the hints of its rounds, as it answers their questions."""
+    rounds = hints.game.round_models
+    if claim.round_model is None or rounds is None or hints.gate is not hints.game.gate:
+        return None
+    return functools.partial(rounds.get, *claim.round_model)
 
 
 def _give_back_time(db: Session, hints: Hints, claim: _Claim) -> None:
