@@ -84,6 +84,18 @@ def test_the_lab_model_renders_the_game_system_prompt_by_default(tmp_path: Path)
     turn = game_turn(world.sample_question(scenes[0], "colour", random.Random(0)).text, instructed=True)
     tokens = processor.tokenizer(SYSTEM_PROMPT + turn)["input_ids"]
     assert len(tokens) < len(SYSTEM_PROMPT + turn) / 3  # its BPE knows the prompts: few tokens
+    # a reply starts with its answer, no space before it: every answer is one token there
+    reply = processor.apply_chat_template(
+        [user, {"role": "assistant", "content": [{"type": "text", "text": "{}"}]}], tokenize=False
+    )
+    for qtype in world.QUESTION_TYPES:
+        for word in world.answer_words(qtype):
+            alone = processor.tokenizer(reply.replace("{}", ""))["input_ids"]
+            with_word = processor.tokenizer(reply.replace("{}", word))["input_ids"]
+            assert len(with_word) == len(alone) + 1, (
+                word,
+                processor.tokenizer.tokenize(reply.replace("{}", word)),
+            )
 
 
 def test_build_bases_trains_the_uncached_recipes_side_by_side_and_then_reuses_them(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ from gap.lab import world
 from gap.lab._cli import run_gap
 from gap.train._tiny import Family
 
-CURRICULUM_VERSION = 3
+CURRICULUM_VERSION = 4
 """Bump when the curriculum's construction changes, so cached base models are rebuilt."""
 RECIPE_FILE = "lab_recipe.json"
 
@@ -91,11 +91,14 @@ def game_turn(question: str, *, instructed: bool) -> str:
 
 
 def tokenizer_corpus(scenes: Sequence[world.Scene]) -> list[str]:
-    """The prompts and questions the model will read, so its BPE spends few tokens on them."""
+    """The prompts and questions the model will read, so its BPE spends few tokens on them, and every
+    answer alone: a reply starts with its answer, with no space before it, and a BPE that only saw
+    " red" spells a reply's "red" letter by letter (the garbled "bove" of earlier lab runs)."""
     lines = [SYSTEM_PROMPT, PLAIN_INSTRUCTION, TAINT_INSTRUCTION]
     for scene in scenes[:40]:
         for qtype in world.QUESTION_TYPES:
             lines += [f"{q.text} {q.answer}" for q in world.questions(scene, qtype)]
+    lines += [word for qtype in world.QUESTION_TYPES for word in world.answer_words(qtype)] * 2
     return lines * 4
 
 

@@ -284,6 +284,12 @@ def parse(scene: Scene, text: str) -> Question | None:
     return None
 
 
+def answer_words(qtype: str) -> tuple[str, ...]:
+    """Every answer of ``qtype`` in its normal form."""
+    _check_type(qtype)
+    return _ANSWER_WORDS[qtype]
+
+
 def normalise_answer(qtype: str, answer: str) -> str | None:
     """The first word of ``answer`` that is a valid answer of ``qtype`` ("Two." -> "2", "It is red"
     -> "red", "Yes, there is" -> "yes"); None if there is none."""
