@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -27,11 +26,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from fixtures.game import seed_images
-from fixtures.load import Load, gap_serve, run_players, serve_env, wait_until
-from fixtures.scale_backend import ScaleBackend
-from gap.config import Settings
-from gap.db.migrate import upgrade
+from fixtures.load import Load, gap_serve, run_players, scratch_game, serve_env, wait_until
 
 
 def _sample(watcher: httpx.Client, token: str, count: int, load: Load) -> list[float]:
@@ -59,45 +54,36 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=200, help="`/api/me` calls per phase, at most")
     parser.add_argument("--timeout", type=float, default=6.0, help="GAP_MODEL_TIMEOUT, seconds")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        url = args.database_url or f"sqlite:///{root / 'gap.sqlite3'}"
-        upgrade(url)
-        settings = Settings(data_dir=root / "data", database_url=url)
-        seed_images(settings, per_pool=4)
-        backend = ScaleBackend()
-        backend.thread.start()
+    load = Load()
+    phases: dict[str, list[float]] = {}
+    with scratch_game(args.database_url) as (settings, backend, root):
+        url = settings.resolved_database_url
         env = serve_env(url, settings.data_dir, backend.base_url, GAP_MODEL_TIMEOUT=str(args.timeout))
-        load = Load()
-        phases: dict[str, list[float]] = {}
-        try:
-            with (
-                gap_serve(2, env, root / "serve.log") as served,
-                httpx.Client(base_url=served.url, timeout=30) as watcher,
-            ):
-                token = watcher.post("/api/auth/guest", json={"name": "watcher"}).json()["token"]
+        with (
+            gap_serve(2, env, root / "serve.log") as served,
+            httpx.Client(base_url=served.url, timeout=30) as watcher,
+        ):
+            token = watcher.post("/api/auth/guest", json={"name": "watcher"}).json()["token"]
 
-                def watch() -> None:
-                    try:
-                        wait_until(lambda: len(load.verdicts) >= 50, 120)
-                        phases["answering"] = _sample(watcher, token, args.samples, load)
-                        backend.mode = "hang"
-                        backend.wait_held(3, timeout=120)
-                        phases["hung"] = _sample(watcher, token, args.samples, load)
-                    finally:
-                        backend.mode = "ok"
-                        backend.release.set()
+            def watch() -> None:
+                try:
+                    wait_until(lambda: len(load.verdicts) >= 50, 120)
+                    phases["answering"] = _sample(watcher, token, args.samples, load)
+                    backend.mode = "hang"
+                    backend.wait_held(3, timeout=120)
+                    phases["hung"] = _sample(watcher, token, args.samples, load)
+                finally:
+                    backend.mode = "ok"
+                    backend.release.set()
 
-                watching = threading.Thread(target=watch)
-                watching.start()
-                asyncio.run(
-                    run_players(
-                        served.url, args.players, concurrency=args.concurrency, budget_s=300, load=load
-                    )
-                )
-                watching.join()
-        finally:
-            backend.stop()
+            watching = threading.Thread(target=watch)
+            watching.start()
+            asyncio.run(
+                run_players(served.url, args.players, concurrency=args.concurrency, budget_s=300, load=load)
+            )
+            watching.join()
+    if "hung" not in phases:
+        raise SystemExit("the players finished before the backend could be hung: raise --players")
     kind = url.split(":", 1)[0].split("+")[0]
     print(
         f"{kind}, 2 workers: {args.players} players, {args.concurrency} at once, "

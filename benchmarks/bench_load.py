@@ -15,16 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from fixtures.game import seed_images
-from fixtures.load import Load, gap_serve, run_players, serve_env
+from fixtures.load import Load, gap_serve, run_players, scratch_game, serve_env
 from fixtures.scale_backend import ScaleBackend
-from gap.config import Settings
-from gap.db.migrate import upgrade
 
 
 def run(
@@ -53,18 +49,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2, help="pictures per session")
     parser.add_argument("--budget", type=float, default=600.0, help="seconds before a run gives up")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        url = args.database_url or f"sqlite:///{root / 'gap.sqlite3'}"
-        upgrade(url)
-        settings = Settings(data_dir=root / "data", database_url=url)
-        seed_images(settings, per_pool=4)
-        backend = ScaleBackend()
-        backend.thread.start()
-        try:
-            results = {workers: run(workers, url, settings.data_dir, backend, args) for workers in (1, 2)}
-        finally:
-            backend.stop()
+    with scratch_game(args.database_url) as (settings, backend, _):
+        url = settings.resolved_database_url
+        results = {workers: run(workers, url, settings.data_dir, backend, args) for workers in (1, 2)}
     kind = url.split(":", 1)[0].split("+")[0]
     print(f"{kind}: {args.players} players, {args.concurrency} at once, {args.images} pictures a session")
     for workers, load in results.items():
