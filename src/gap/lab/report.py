@@ -72,10 +72,10 @@ def image_use(items: Items, answers: Mapping[str, str | None], scores: Scores) -
     question text is asked about several images (``n``).
 
     ``varying``: the share of those question texts whose answers are not all the same (0 for a model
-    that ignores the image). ``blind``: what a model that ignores the image scores on the same items
-    by answering each text with its commonest true answer on the other images (leave one out; a tie
-    scores its expected share), beside the model's own ``score`` there. A score at or below
-    ``blind`` shows no use of the image.
+    that ignores the image). ``blind``: the best a model that ignores the image could score on the
+    same items, answering each text with its commonest true answer there (an upper bound: it picks
+    that answer knowing the truths), beside the model's own ``score``. A score above ``blind`` can
+    only come from the image.
     """
     by_type: dict[str, Any] = {}
     for qtype in world.QUESTION_TYPES:
@@ -84,22 +84,14 @@ def image_use(items: Items, answers: Mapping[str, str | None], scores: Scores) -
             asked[str(items[item_id]["question"])].append(item_id)
         repeated = [ids for ids in asked.values() if len(ids) > 1]
         answered = [{world.normalise_answer(qtype, answers.get(i) or "") for i in ids} for ids in repeated]
-        own, blind = [], []
-        for ids in repeated:
-            truths = Counter(str(items[i]["reference"]) for i in ids)
-            for i in ids:
-                truth = str(items[i]["reference"])
-                others = truths - Counter([truth])
-                best = max(others.values())
-                winners = [answer for answer, count in others.items() if count == best]
-                blind.append((truth in winners) / len(winners))
-                own.append(scores[i])
+        n = sum(len(ids) for ids in repeated)
+        best = sum(Counter(str(items[i]["reference"]) for i in ids).most_common(1)[0][1] for ids in repeated)
         by_type[qtype] = {
             "varying": _num(float(np.mean([len(a) > 1 for a in answered]))) if answered else None,
             "questions": len(repeated),
-            "n": len(own),
-            "score": _num(float(np.mean(own))) if own else None,
-            "blind": _num(float(np.mean(blind))) if blind else None,
+            "n": n,
+            "score": _num(float(np.mean([scores[i] for ids in repeated for i in ids]))) if n else None,
+            "blind": _num(best / n) if n else None,
         }
     return by_type
 
@@ -290,20 +282,23 @@ def _gain_cell(gain: Mapping[str, Any] | None) -> str:
 
 
 def _blind_warning(data: Mapping[str, Any]) -> list[str]:
-    """A first paragraph when the main base model scores above the blind model on no type: no figure
-    below can show that the game's data improves how a model sees."""
+    """A first paragraph when the main base model shows no sight on any type (its answers never
+    change with the image, or it scores no better than the best blind model): then no figure below
+    can show that the game's data improves how a model sees."""
     family, by_type = next(iter(data["image_use"].items()))
-    sighted = [
-        t
-        for t, row in by_type.items()
-        if None not in (row["score"], row["blind"]) and row["score"] > row["blind"]
-    ]
-    if sighted:
+    rows = [row for row in by_type.values() if row["questions"]]
+    varies = any(row["varying"] > 0 for row in rows)
+    beats = any(row["score"] > row["blind"] for row in rows)
+    if varies and beats:
         return []
+    why = (
+        "its answers never change with the image"
+        if not varies
+        else "it scores no better than a model that ignores it"
+    )
     return [
-        f"**The {family} base model does not use the image**: on no question type does it score above "
-        "a model that ignores the image (see *Does the base model use the image?*), "
-        "so the gains below measure answer priors, not sight.",
+        f"**The {family} base model does not use the image**: {why} (see *Does the base model use the "
+        "image?*), so the gains below measure answer priors, not sight.",
         "",
     ]
 
@@ -377,9 +372,9 @@ def markdown(data: Mapping[str, Any]) -> str:
         "## Does the base model use the image?",
         "",
         "Per base model and type, on the test questions whose text is asked about several images: the "
-        "share of those texts whose answers change with the image, and the base's score beside that of "
-        "a model that ignores the image (each text answered with its commonest true answer on the "
-        "other images).",
+        "share of those texts whose answers change with the image, and the base's score beside the best "
+        "a model that ignores the image could score there (each text answered with its commonest true "
+        "answer).",
         "",
         "| base | type | answers vary (texts) | score (n) | blind model |",
         "|---|---|---|---|---|",
