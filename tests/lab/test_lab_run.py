@@ -78,7 +78,8 @@ def test_ci_run_writes_a_well_formed_report(first: tuple[Path, dict[str, Any]]) 
         _check_gain(data["cross_model"]["gain"])
     else:
         assert data["cross_model"]["gain"] is None and data["gain_weak"] is None
-    assert 0 <= data["kept_precision"] <= 1
+    kept_at_main = next(row["kept"] for row in data["theta_sweep"] if row["theta"] == 0.8)
+    assert 0 <= data["kept_precision"] <= 1 if kept_at_main else data["kept_precision"] is None
     assert data["taint"]["n"]["instructed_wrong"] > 0 and 0 <= data["taint"]["instructed_wrong"] <= 1
     assert set(data["fatigue"]) == {"fitted", "truth", "verdict_accuracy_by_image"}
     # the real game: every turn the players judged is a turn the server stored
