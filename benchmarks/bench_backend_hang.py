@@ -19,29 +19,22 @@ import argparse
 import asyncio
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from fixtures.load import Load, gap_serve, run_players, scratch_game, serve_env, wait_until
-
-
-def _sample(watcher: httpx.Client, token: str, count: int, load: Load) -> list[float]:
-    """Up to ``count`` `/api/me` latencies, stopping early once a question timed out (a 504)."""
-    seconds: list[float] = []
-    while len(seconds) < count and load.statuses[504] == 0:
-        sent = time.perf_counter()
-        watcher.get("/api/me", headers={"Authorization": f"Bearer {token}"}).raise_for_status()
-        seconds.append(time.perf_counter() - sent)
-    return seconds
-
-
-def _percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]
+from fixtures.load import (
+    Load,
+    gap_serve,
+    percentile,
+    run_players,
+    sample_while_questions_wait,
+    scratch_game,
+    serve_env,
+    wait_until,
+)
 
 
 def main() -> None:
@@ -68,10 +61,10 @@ def main() -> None:
             def watch() -> None:
                 try:
                     wait_until(lambda: len(load.verdicts) >= 50, 120)
-                    phases["answering"] = _sample(watcher, token, args.samples, load)
+                    phases["answering"] = sample_while_questions_wait(watcher, token, args.samples, load)
                     backend.mode = "hang"
                     backend.wait_held(3, timeout=120)
-                    phases["hung"] = _sample(watcher, token, args.samples, load)
+                    phases["hung"] = sample_while_questions_wait(watcher, token, args.samples, load)
                 finally:
                     backend.mode = "ok"
                     backend.release.set()
@@ -92,9 +85,9 @@ def main() -> None:
     for name, seconds in phases.items():
         print(
             f"  /api/me, backend {name:9s}: {len(seconds):4d} calls, "
-            f"p50 {_percentile(seconds, 0.5) * 1000:6.1f} ms, p99 {_percentile(seconds, 0.99) * 1000:6.1f} ms"
+            f"p50 {percentile(seconds, 0.5) * 1000:6.1f} ms, p99 {percentile(seconds, 0.99) * 1000:6.1f} ms"
         )
-    hung, answering = _percentile(phases["hung"], 0.99), _percentile(phases["answering"], 0.99)
+    hung, answering = percentile(phases["hung"], 0.99), percentile(phases["answering"], 0.99)
     print(f"  p99 hung / p99 answering: {hung / answering:.2f}x; hung p99 under 100 ms: {hung < 0.1}")
 
 

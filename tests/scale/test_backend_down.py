@@ -10,16 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import threading
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from fixtures.game import seed_images
-from fixtures.load import Load, assert_stored, gap_serve, run_players, serve_env, wait_until
+from fixtures.load import (
+    Load,
+    assert_stored,
+    gap_serve,
+    percentile,
+    run_players,
+    sample_while_questions_wait,
+    serve_env,
+    wait_until,
+)
 from fixtures.scale_backend import ScaleBackend
 from gap.config import Settings
 
@@ -56,11 +63,7 @@ def test_a_hung_backend_mid_load(settings: Settings, scale_backend: ScaleBackend
                 # sample only while no question has timed out yet: every sample is taken while
                 # questions are held (a state, so a slow machine takes fewer samples, not wrong ones)
                 with httpx.Client(base_url=served.url, timeout=30) as watcher:
-                    while len(me_seconds) < SAMPLES and load.statuses[504] == 0:
-                        sent = time.perf_counter()
-                        me = watcher.get("/api/me", headers={"Authorization": f"Bearer {token}"})
-                        me_seconds.append(time.perf_counter() - sent)
-                        assert me.status_code == 200
+                    me_seconds.extend(sample_while_questions_wait(watcher, token, SAMPLES, load))
                 seen_both = wait_until(lambda: load.statuses[504] > 0 and load.statuses[503] > 0, 60)
                 assert seen_both, load.statuses
             except BaseException as exc:  # told to the test below
@@ -77,7 +80,7 @@ def test_a_hung_backend_mid_load(settings: Settings, scale_backend: ScaleBackend
 
     # the rest of the server did not wait for the model
     assert len(me_seconds) >= MIN_SAMPLES, f"/api/me answered {len(me_seconds)} times before a time-out"
-    p99 = sorted(me_seconds)[math.ceil(0.99 * len(me_seconds)) - 1]
+    p99 = percentile(me_seconds, 0.99)
     print(f"/api/me while questions were held: {len(me_seconds)} samples, p99 {p99 * 1000:.0f} ms")
     assert p99 < ME_BOUND_S, f"/api/me p99 {p99 * 1000:.0f} ms while questions waited"
 
