@@ -61,7 +61,7 @@ from gap.models.gate import ModelGate
 from gap.services.image_policy import UntaintedPicker
 from gap.services.players import UNKNOWN_TOKEN, hash_token
 from gap.services.round_images import round_image_url
-from gap.services.rounds import RoundModels
+from gap.services.rounds import ModelKey, RoundModels
 from gap.storage import Store
 
 log = logging.getLogger(__name__)
@@ -398,7 +398,7 @@ async def ask(ctx: GameContext, token: str, round_id: str, question: str) -> tup
             pending.image,
             pending.messages,
             pending.system,
-            _round_model(ctx, pending),
+            round_model(ctx, pending.round_model),
             then=functools.partial(_store_answer, ctx, pending),
         )
     except Exception as exc:
@@ -410,20 +410,24 @@ async def ask(ctx: GameContext, token: str, round_id: str, question: str) -> tup
     return pending.turn_id, answer
 
 
-def _round_model(ctx: GameContext, pending: _PendingQuestion) -> Callable[[], VisionChatModel] | None:
-    """The session's round model, loaded (once per process) in the gate's thread, not the event loop."""
-    if pending.round_model is None or ctx.round_models is None:
+def round_model(ctx: GameContext, key: ModelKey | None) -> Callable[[], VisionChatModel] | None:
+    """The (spec, adapter) ``key`` of a session's round of collection as the model the gate calls,
+    loaded (once per process) in the gate's thread, not the event loop; None: the gate's own."""
+    if key is None or ctx.round_models is None:
         return None
-    return functools.partial(ctx.round_models.get, *pending.round_model)
+    return functools.partial(ctx.round_models.get, *key)
+
+
+def credited_deadline(deadline: datetime, asked_at: datetime, now: datetime, cap_s: float) -> datetime:
+    """``deadline`` moved by the server's time on a request asked at ``asked_at`` (at most ``cap_s``):
+    the player's clock does not run while the model answers or writes."""
+    return deadline + timedelta(seconds=min(max((now - asked_at).total_seconds(), 0.0), cap_s))
 
 
 def _give_back_time(db: Session, ctx: GameContext, pending: _PendingQuestion, now: datetime) -> None:
     """Move the round's deadline by the model's answering time, capped at the model time-out."""
-    spent = min(max((now - pending.asked_at).total_seconds(), 0.0), ctx.model_timeout)
-    db.execute(
-        _MOVE_DEADLINE,
-        {"round_id": pending.round_id, "new_deadline": pending.deadline + timedelta(seconds=spent)},
-    )
+    moved = credited_deadline(pending.deadline, pending.asked_at, now, ctx.model_timeout)
+    db.execute(_MOVE_DEADLINE, {"round_id": pending.round_id, "new_deadline": moved})
 
 
 def _drop_turn(ctx: GameContext, pending: _PendingQuestion) -> None:

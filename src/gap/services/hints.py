@@ -16,8 +16,6 @@ player's own question.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -32,14 +30,16 @@ from gap.config import Settings
 from gap.db.engine import transaction
 from gap.db.models import CollectionRound, Round, RoundHint
 from gap.errors import Conflict, GapError, ModelError, NotFound, RoundOver
-from gap.models.base import ChatMessage, ImageInput, VisionChatModel
+from gap.models.base import ChatMessage, ImageInput
 from gap.models.gate import ModelGate, model_gate
 from gap.services.game import (
     STALE_TURN_MARGIN_S,
     GameContext,
     advance_rounds,
+    credited_deadline,
     owned_round,
     player_facing_error,
+    round_model,
 )
 
 HINT_PROMPT = (
@@ -107,9 +107,9 @@ class _Claim:
     deadline: datetime
     """The round's deadline when the hint was asked, which moves by the model's writing time."""
     image: ImageInput
-    round_model: tuple[str, str | None] | None = None
-    """(spec, adapter) of the session's round of collection: it writes the hint when the game's own
-    gate does (no reference endpoint). None: the gate's own model."""
+    writer: tuple[str, str | None] | None = None
+    """(spec, adapter) of the session's round of collection, which writes the hint when the game's
+    own gate does (no reference endpoint). None: the gate's own model."""
 
 
 async def hint(hints: Hints, player_id: str, round_id: str) -> str:
@@ -119,7 +119,7 @@ async def hint(hints: Hints, player_id: str, round_id: str) -> str:
         return claimed
     try:
         reply, model_name = await hints.gate.answer(
-            claimed.image, [ChatMessage("user", HINT_PROMPT)], None, _writer(hints, claimed)
+            claimed.image, [ChatMessage("user", HINT_PROMPT)], None, round_model(hints.game, claimed.writer)
         )
         text = clean_hint(reply, hints.max_chars)
     except Exception as exc:
@@ -157,12 +157,12 @@ def _claim(hints: Hints, player_id: str, round_id: str) -> str | _Claim:
                 raise Conflict("a hint for this round is on its way; ask again in a moment")
             key = rnd.image.path
             mime = rnd.image.mime_type
-            campaign = (
+            campaign = (  # its model writes the hint where the game's own gate does
                 db.get(CollectionRound, rnd.session.collection_round)
-                if rnd.session.collection_round
+                if rnd.session.collection_round and hints.gate is game.gate
                 else None
             )
-            round_model = (campaign.model, campaign.adapter) if campaign is not None else None
+            writer = (campaign.model, campaign.adapter) if campaign is not None else None
             deadline = rnd.deadline
     except IntegrityError as exc:
         raise Conflict("a hint for this round is on its way; ask again in a moment") from exc
@@ -174,27 +174,18 @@ def _claim(hints: Hints, player_id: str, round_id: str) -> str | _Claim:
         if isinstance(exc, NotFound):
             raise NotFound("the image of this round is missing on the server") from exc
         raise
-    return _Claim(round_id, now, deadline, ImageInput(data, mime), round_model)
-
-
-def _writer(hints: Hints, claim: _Claim) -> Callable[[], VisionChatModel] | None:
-    """The round of collection's model, when the hint comes from the game's own gate: the model in
-    the loop writes the hints of its rounds, as it answers their questions."""
-    rounds = hints.game.round_models
-    if claim.round_model is None or rounds is None or hints.gate is not hints.game.gate:
-        return None
-    return functools.partial(rounds.get, *claim.round_model)
+    return _Claim(round_id, now, deadline, ImageInput(data, mime), writer)
 
 
 def _give_back_time(db: Session, hints: Hints, claim: _Claim) -> None:
     """Move the round's deadline by the model's writing time (at most its time-out), as a question's
     answering time is: the player's clock does not run while the server writes a hint. Only if the
     deadline is still the one the hint saw: a question answered meanwhile moved it, and wins."""
-    spent = min(max((hints.game.clock() - claim.asked_at).total_seconds(), 0.0), hints.gate.timeout)
+    moved = credited_deadline(claim.deadline, claim.asked_at, hints.game.clock(), hints.gate.timeout)
     db.execute(
         update(Round)
         .where(Round.id == claim.round_id, Round.ended_at.is_(None), Round.deadline == claim.deadline)
-        .values(deadline=claim.deadline + timedelta(seconds=spent))
+        .values(deadline=moved)
     )
 
 
