@@ -53,6 +53,11 @@ FAMILY_B: Family = "qwen2_5_vl"
 console = Console(stderr=True)
 
 
+def base_run(family: str) -> str:
+    """The name of a family's base-model evaluation (in ``eval/`` and the report's runs)."""
+    return "base" if family == FAMILY_A else f"base-{family}"
+
+
 @dataclass(frozen=True)
 class LabSize:
     """How big one run is: the world, the players, the training budget and the test sets."""
@@ -479,8 +484,8 @@ def run_lab(
 
     runs: dict[str, dict[str, float]] = {}
     with stages.stage("train (LoRA) and evaluate"):
-        runs["base"] = _evaluate(base, None, items_file, out / "eval" / "base")
-        runs[f"base-{FAMILY_B}"] = _evaluate(base_b, None, items_file, out / "eval" / f"base-{FAMILY_B}")
+        for family, model in ((FAMILY_A, base), (FAMILY_B, base_b)):
+            runs[base_run(family)] = _evaluate(model, None, items_file, out / "eval" / base_run(family))
         for name, folder in folders.items():
             adapter = _train(base, folder, out / "runs" / name, size, seed)
             runs[name] = _evaluate(base, adapter, items_file, out / "eval" / name)
@@ -520,8 +525,8 @@ def run_lab(
             turns_table=game / "turns.parquet",
             base_info={FAMILY_A: recipe_info(base), FAMILY_B: recipe_info(base_b)},
             base_answers={
-                family: {item.id: item.answer for item in read_answers(out / "eval" / run)}
-                for family, run in ((FAMILY_A, "base"), (FAMILY_B, f"base-{FAMILY_B}"))
+                family: {item.id: item.answer for item in read_answers(out / "eval" / base_run(family))}
+                for family in (FAMILY_A, FAMILY_B)
             },
             stages=stages.times,
             wall_s=time.monotonic() - started,

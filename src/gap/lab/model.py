@@ -85,6 +85,11 @@ def default_cache() -> Path:
     return Path(root) / "gap" / "lab"
 
 
+def cached_folder(recipe: Recipe, cache: Path) -> Path:
+    """Where ``recipe``'s base model lives in ``cache``: named by its family and its hash."""
+    return cache / f"{recipe.family}-{recipe.key()}"
+
+
 def game_turn(question: str, *, instructed: bool) -> str:
     """The last user message of a game turn, as :func:`gap.game.taint.turn_prompt` builds it."""
     return f"{question}{CLAUSE_SEPARATOR}{TAINT_INSTRUCTION if instructed else PLAIN_INSTRUCTION}"
@@ -183,11 +188,10 @@ def build_base(recipe: Recipe, cache: Path | None = None) -> Path:
 
     if "'" in SYSTEM_PROMPT or "\\" in SYSTEM_PROMPT:
         raise ValueError("the system prompt must fit in a Jinja string literal")
-    cache = cache or default_cache()
-    target = cache / f"{recipe.family}-{recipe.key()}"
+    target = cached_folder(recipe, cache or default_cache())
     if (target / RECIPE_FILE).is_file():
         return target
-    work = cache / f".{target.name}.{os.getpid()}"
+    work = target.parent / f".{target.name}.{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     scenes = world.draw_scenes(recipe.scenes, seed=1_000_000 + recipe.seed, canvas=recipe.canvas)
     images = work / "images"
@@ -242,7 +246,7 @@ def build_bases(recipes: Sequence[Recipe], cache: Path | None = None, *, threads
     each other in a subprocess. Each trainer runs on ``threads`` threads, so on a 2-core machine two
     base models train in the time of one."""
     cache = cache or default_cache()
-    missing = [r for r in recipes if not (cache / f"{r.family}-{r.key()}" / RECIPE_FILE).is_file()]
+    missing = [r for r in recipes if not (cached_folder(r, cache) / RECIPE_FILE).is_file()]
     workers = [
         subprocess.Popen(
             [

@@ -184,7 +184,7 @@ def build_report(
 ) -> dict[str, Any]:
     """Every figure of the run (report.json's content). ``base_answers``: per family, the base
     model's answer to every item, by id (for :func:`image_use`)."""
-    from gap.lab.loop import FAMILY_A, FAMILY_B, MAIN_THETA, THETAS
+    from gap.lab.loop import FAMILY_B, MAIN_THETA, THETAS, base_run
 
     base = runs["base"]
     main = f"theta-{MAIN_THETA:g}"
@@ -240,7 +240,7 @@ def build_report(
             "oracle": weak_gain("oracle"),
             "training_examples": {k: sets.get(k, 0) for k in ("random", "theta-0", "oracle", main)},
         },
-        "cross_model": {"family": FAMILY_B, "gain": weak_gain(cross, f"base-{FAMILY_B}")},
+        "cross_model": {"family": FAMILY_B, "gain": weak_gain(cross, base_run(FAMILY_B))},
         "taint": taint_compliance(turns_table, collected),
         "fatigue": fatigue_effects(fit_summary, true_effects, collected, players),
         "quality_fit": {
@@ -254,7 +254,7 @@ def build_report(
             for family, info in base_info.items()
         },
         "image_use": {
-            family: image_use(items, answers, runs["base" if family == FAMILY_A else f"base-{family}"])
+            family: image_use(items, answers, runs[base_run(family)])
             for family, answers in base_answers.items()
         },
         "stages": dict(stages),
