@@ -4,6 +4,7 @@
     python benchmarks/lab_sight.py                                       # all four types: the plateau
     python benchmarks/lab_sight.py --types-every 300 --steps 1400        # types added one at a time
     python benchmarks/lab_sight.py --caption-steps 800 --steps 1600      # captions of the grid first
+    python benchmarks/lab_sight.py --init-std 0.1 --lr 1e-3 --steps 5000 --every 500   # past the plateau
 
 `gap lab`'s base models are trained by `gap train` on a curriculum and come out blind (docs/lab.md,
 "Where a base model's sight fails"). This loop strips everything else away to find where sight
@@ -33,7 +34,7 @@ from gap.lab import world
 from gap.lab.model import tokenizer_corpus
 
 
-def _model(hidden: int, folder: Path) -> tuple[Any, Any]:
+def _model(hidden: int, folder: Path, init_std: float | None) -> tuple[Any, Any]:
     import transformers
 
     from gap.models.transformers_backend import load_processor
@@ -44,7 +45,12 @@ def _model(hidden: int, folder: Path) -> tuple[Any, Any]:
     try:
         scenes = world.draw_scenes(300, seed=1_000_000)
         _tiny.make_tiny_family(
-            "qwen2_vl", folder, size="lab", corpus=tokenizer_corpus(scenes), default_system=SYSTEM_PROMPT
+            "qwen2_vl",
+            folder,
+            size="lab",
+            corpus=tokenizer_corpus(scenes),
+            default_system=SYSTEM_PROMPT,
+            language_init_std=init_std,
         )
     finally:
         _tiny._DIMS["lab"] = lab
@@ -117,6 +123,12 @@ def main() -> None:
         default=0,
         help="first train N steps on captions of the grid (loss on every caption token)",
     )
+    parser.add_argument(
+        "--init-std",
+        type=float,
+        default=None,
+        help="redraw the language model's weights with this deviation (the config's is 0.02)",
+    )
     parser.add_argument("--every", type=int, default=200, help="evaluate every N steps")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -126,7 +138,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     types = args.types.split(",")
     with tempfile.TemporaryDirectory() as folder:
-        processor, model = _model(args.hidden, Path(folder))
+        processor, model = _model(args.hidden, Path(folder), args.init_std)
     for name, parameter in model.named_parameters():
         in_vision = name.startswith("model.visual")
         parameter.requires_grad = (

@@ -58,8 +58,30 @@ def test_instructed_examples_are_the_game_turn_answered_wrongly(tmp_path: Path) 
 def test_the_recipe_hash_names_every_field() -> None:
     recipe = Recipe()
     assert recipe.key() == Recipe().key()
-    for change in ({"steps": 7}, {"seed": 1}, {"family": "qwen2_5_vl"}, {"weak_share": 0.5}):
+    changes = ({"steps": 7}, {"seed": 1}, {"family": "qwen2_5_vl"}, {"weak_share": 0.5})
+    for change in (*changes, {"language_init_std": 0.02}, {"train_vision": True}):
         assert dataclasses.replace(recipe, **change).key() != recipe.key()
+
+
+def test_the_language_init_redraws_the_language_model_and_leaves_the_vision_tower(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    from gap.models.transformers_backend import import_stack
+    from gap.train._tiny import make_tiny_family
+
+    _, transformers = import_stack()
+    deviations: dict[str, dict[str, float]] = {}
+    for name, std in (("default", None), ("wide", 0.1)):
+        folder = make_tiny_family("qwen2_vl", tmp_path / name, size="lab", language_init_std=std)
+        model = transformers.AutoModelForImageTextToText.from_pretrained(folder)
+        deviations[name] = {n: p.std().item() for n, p in model.named_parameters() if p.dim() == 2}
+    language = [n for n in deviations["wide"] if not n.startswith("model.visual")]
+    vision = [n for n in deviations["wide"] if n.startswith("model.visual")]
+    assert language and vision and "lm_head.weight" in language
+    for name in language:
+        assert abs(deviations["default"][name] - 0.02) < 0.004, name
+        assert abs(deviations["wide"][name] - 0.1) < 0.01, name
+    for name in vision:  # the same random tower either way
+        assert deviations["wide"][name] == deviations["default"][name], name
 
 
 def test_the_lab_model_renders_the_game_system_prompt_by_default(tmp_path: Path) -> None:

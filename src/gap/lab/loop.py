@@ -93,7 +93,7 @@ SIZES: dict[str, LabSize] = {
         lora_lr=2e-3,
     ),
     "full": LabSize(
-        recipe=Recipe(scenes=1200, steps=2000, batch_size=16, history_share=0.1),
+        recipe=Recipe(scenes=1200, steps=3000, batch_size=16, history_share=0.1),
         game_scenes=300,
         players=40,
         sessions_per_player=5,

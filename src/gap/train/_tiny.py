@@ -350,12 +350,17 @@ def make_tiny_family(
     size: Size = "tiny",
     corpus: Sequence[str] | None = None,
     default_system: str = DEFAULT_SYSTEM,
+    language_init_std: float | None = None,
 ) -> Path:
     """Write a random-weight model folder of ``family`` (weights, processor, chat template) to ``out_dir``.
 
     ``corpus`` trains the tokenizer instead of the built-in sentences (``gap lab`` gives its prompts,
     so they cost few tokens); ``default_system`` replaces the Qwen templates' default system prompt
     (``gap lab`` gives the game's, so training and evaluation render the prompt the game sends).
+    ``language_init_std`` redraws the language model's matrices (embeddings, projections, output head)
+    from a normal of that deviation, the vision tower keeping the config's 0.02: at the lab's width
+    of 64, 0.02 starts the model in a plateau where it answers from the question alone for thousands
+    of steps, and 0.1 leaves it early (``benchmarks/lab_sight.py --init-std``).
     """
     from gap.models.transformers_backend import import_stack
 
@@ -384,6 +389,10 @@ def make_tiny_family(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
         model = model_class(config).eval()
+        if language_init_std is not None:
+            for name, weights in model.named_parameters():
+                if weights.dim() == 2 and not name.startswith(("model.visual", "visual")):
+                    torch.nn.init.normal_(weights, 0.0, language_init_std)
     model.generation_config = transformers.GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
