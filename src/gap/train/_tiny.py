@@ -390,8 +390,12 @@ def make_tiny_family(
         torch.manual_seed(SEED)
         model = model_class(config).eval()
         if language_init_std is not None:
-            for name, weights in model.named_parameters():
-                if weights.dim() == 2 and not name.startswith(("model.visual", "visual")):
+            # in module order (a dict, not a set), so the seeded draws land the same on every build
+            language = dict.fromkeys(
+                [*model.get_decoder().parameters(), *model.get_output_embeddings().parameters()]
+            )
+            for weights in language:
+                if weights.dim() == 2:
                     torch.nn.init.normal_(weights, 0.0, language_init_std)
     model.generation_config = transformers.GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
