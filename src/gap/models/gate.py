@@ -10,6 +10,8 @@ the circuit opens: questions get a 503 at once, with ``Retry-After``, until a pr
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -98,7 +100,11 @@ class ModelGate:
         self.timeout = timeout
         self.breaker = breaker
         self.max_concurrency = max_concurrency
-        self._limiter: anyio.CapacityLimiter | None = None  # made on first use, inside the event loop
+        # Made on first use, inside the event loop: the model slots (calls to the backend at once),
+        # and the gate's own threads, twice as many, since a thread stores its answer after its slot
+        # is free again.
+        self._slots: anyio.CapacityLimiter | None = None
+        self._threads: anyio.CapacityLimiter | None = None
         self.in_flight = 0
 
     async def answer(
@@ -136,15 +142,33 @@ class ModelGate:
             if self.on_answer is not None:
                 self.on_answer(0.0, "circuit_open")
             raise
-        if self._limiter is None:
-            self._limiter = anyio.CapacityLimiter(self.max_concurrency)
+        if self._slots is None or self._threads is None:
+            self._slots = anyio.CapacityLimiter(self.max_concurrency)
+            self._threads = anyio.CapacityLimiter(2 * self.max_concurrency)
+        slots, loop = self._slots, asyncio.get_running_loop()
         handoff: _Handoff[Result] = _Handoff()
+        slot = object()  # borrows one model slot, from queueing until the backend has answered
+        holding = False
+
+        def free_slot() -> None:  # on the event loop only, so ``holding`` needs no lock
+            nonlocal holding
+            if holding:
+                holding = False
+                slots.release_on_behalf_of(slot)
+
         began = time.perf_counter()
 
         def call() -> None:
             handoff.started = True
             chosen = (model or self.model)()
-            text = chosen.answer(image, messages, system=system)
+            try:
+                text = chosen.answer(image, messages, system=system)
+            finally:
+                # The slot bounds calls to the backend, not the store after one: held through the
+                # store (a write that may queue behind others), it capped questions at slots / store
+                # time under load, while the backend sat idle.
+                with contextlib.suppress(RuntimeError):  # the loop closed: the server stopped
+                    loop.call_soon_threadsafe(free_slot)
             handoff.model_seconds = time.perf_counter() - began
             with handoff.lock:
                 if handoff.abandoned:
@@ -161,7 +185,9 @@ class ModelGate:
         error: str | None = None
         try:
             with anyio.fail_after(self.timeout):
-                await anyio.to_thread.run_sync(call, abandon_on_cancel=True, limiter=self._limiter)
+                await slots.acquire_on_behalf_of(slot)
+                holding = True
+                await anyio.to_thread.run_sync(call, abandon_on_cancel=True, limiter=self._threads)
         except TimeoutError:
             with handoff.lock:
                 handoff.abandoned = not handoff.continued
@@ -183,6 +209,7 @@ class ModelGate:
             self.breaker.released()
             raise
         finally:
+            free_slot()  # a call abandoned at its deadline gives its slot back, as it always has
             self.in_flight -= 1
             if self.on_answer is not None and handoff.started:
                 seconds = handoff.model_seconds
