@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from fixtures.game import ManualClock, RecordingModel, login, seed_images
 from gap.config import Settings
@@ -520,3 +520,43 @@ def test_a_lost_question_stops_blocking_its_round_after_the_model_timeout(
     assert asked.status_code == 201, asked.text
     turns = db_rows(settings, Turn, round_id=round_id)
     assert [(t.index, t.question) for t in turns] == [(1, "Red?")] and turns[0].answer
+
+
+def test_the_models_time_moves_the_deadline_only_when_its_answer_is_stored(
+    settings: Settings, make_client: Any, clock: ManualClock
+) -> None:
+    """The answer and the round's clock are stored together (one statement on PostgreSQL): an answer
+    whose turn was given up while the model answered stores nothing and moves no deadline."""
+    seed_images(settings)
+    engine = make_engine(settings.resolved_database_url)
+    give_up = [False]
+
+    class SlowModel:
+        name = "slow"
+
+        def answer(self, image: Any, messages: Any, system: str | None = None) -> str:
+            clock.advance(5)  # the model's time, which the player's clock must not pay for
+            if give_up[0]:  # as a later question does to a turn it finds lost
+                with transaction(make_sessionmaker(engine)) as db:
+                    db.execute(delete(Turn).where(Turn.answer.is_(None)))
+            return "yes"
+
+    client = make_client(SlowModel(), model_timeout=30)
+    auth = login(client)
+    round_id = client.post("/api/sessions", headers=auth).json()["round"]["round_id"]
+
+    def deadline() -> Any:
+        return db_rows(settings, Round, id=round_id)[0].deadline
+
+    before = deadline()
+    asked = client.post(f"/api/rounds/{round_id}/questions", headers=auth, json={"question": "Red?"})
+    assert asked.status_code == 201, asked.text
+    assert (deadline() - before).total_seconds() == pytest.approx(5)
+    client.post(f"/api/turns/{asked.json()['turn_id']}/verdict", headers=auth, json={"verdict": "correct"})
+
+    give_up[0], before = True, deadline()
+    lost = client.post(f"/api/rounds/{round_id}/questions", headers=auth, json={"question": "Blue?"})
+    engine.dispose()
+    assert lost.status_code == 504, lost.text
+    assert deadline() == before
+    assert [t.question for t in db_rows(settings, Turn, round_id=round_id)] == ["Red?"]

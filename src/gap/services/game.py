@@ -426,8 +426,11 @@ def credited_deadline(deadline: datetime, asked_at: datetime, now: datetime, cap
 
 def _give_back_time(db: Session, ctx: GameContext, pending: _PendingQuestion, now: datetime) -> None:
     """Move the round's deadline by the model's answering time, capped at the model time-out."""
-    moved = credited_deadline(pending.deadline, pending.asked_at, now, ctx.model_timeout)
-    db.execute(_MOVE_DEADLINE, {"round_id": pending.round_id, "new_deadline": moved})
+    db.execute(_MOVE_DEADLINE, {"round_id": pending.round_id, "new_deadline": _credited(ctx, pending, now)})
+
+
+def _credited(ctx: GameContext, pending: _PendingQuestion, now: datetime) -> datetime:
+    return credited_deadline(pending.deadline, pending.asked_at, now, ctx.model_timeout)
 
 
 def _drop_turn(ctx: GameContext, pending: _PendingQuestion) -> None:
@@ -439,11 +442,13 @@ def _drop_turn(ctx: GameContext, pending: _PendingQuestion) -> None:
 def _store_answer(ctx: GameContext, pending: _PendingQuestion, answer: str, model_name: str) -> str | None:
     """The answer once stored; None when the turn was given up as lost before it came."""
     now = ctx.clock()
+    values = {"turn_id": pending.turn_id, "new_answer": answer, "at": now, "model_name": model_name}
     with transaction(ctx.factory) as db:
-        stored = db.execute(
-            _STORE_ANSWER,
-            {"turn_id": pending.turn_id, "new_answer": answer, "at": now, "model_name": model_name},
-        )
+        if db.get_bind().dialect.name == "postgresql":
+            # One statement, one round trip: the answer, and the clock only if the answer was stored.
+            values["new_deadline"] = _credited(ctx, pending, now)
+            return answer if db.execute(_STORE_ANSWER_AND_MOVE_DEADLINE, values).scalar_one() else None
+        stored = db.execute(_STORE_ANSWER, values)
         if not cast(CursorResult[Any], stored).rowcount:
             return None
         _give_back_time(db, ctx, pending, now)
@@ -487,6 +492,19 @@ _MOVE_DEADLINE = (
     .where(_ROUNDS.c.id == bindparam("round_id"), _ROUNDS.c.ended_at.is_(None))
     .values(deadline=bindparam("new_deadline"))
 )
+_STORED = _STORE_ANSWER.returning(_TURNS.c.round_id).cte("stored")
+_STORE_ANSWER_AND_MOVE_DEADLINE = (
+    select(func.count())
+    .select_from(_STORED)
+    .add_cte(
+        update(_ROUNDS)
+        .where(_ROUNDS.c.id.in_(select(_STORED.c.round_id)), _ROUNDS.c.ended_at.is_(None))
+        .values(deadline=bindparam("new_deadline"))
+        .cte("moved")
+    )
+)
+"""PostgreSQL's data-modifying CTEs: both updates in one statement, counting the answers stored. (No
+parameter may be named after a column of ``turns``: SQLAlchemy would add it to the first's SET.)"""
 _RECORD_VERDICT = (
     update(_TURNS)
     .where(_TURNS.c.id == bindparam("turn_id"), _TURNS.c.verdict.is_(None))
