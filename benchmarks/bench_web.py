@@ -41,7 +41,8 @@ class InstantModel:
 
 
 def serve(kind: str, port: int, database_url: str, data_dir: str) -> None:
-    """Run one app (``game`` or ``bare``) under uvicorn on 127.0.0.1:port."""
+    """Run one app (``game`` or ``bare``) under uvicorn on 127.0.0.1:port; say so on stdout once its
+    socket listens (connections made from then on wait in its backlog until uvicorn accepts them)."""
     import uvicorn
     from fastapi import FastAPI
     from sqlalchemy import select
@@ -71,7 +72,15 @@ def serve(kind: str, port: int, database_url: str, data_dir: str) -> None:
                 player = db.scalars(select(Player).limit(1)).first()
                 return {"name": player.name if player else None}
 
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    # Every worker process binds the port itself (SO_REUSEPORT: the kernel spreads the connections),
+    # with the TCP protocol so asyncio turns Nagle off, as `gap serve --workers` does.
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(2048)
+    print("listening", flush=True)
+    config = uvicorn.Config(app, log_level="warning", access_log=False)
+    uvicorn.Server(config).run(sockets=[listener])
 
 
 def seed(database_url: str, data_dir: Path) -> None:
@@ -152,19 +161,24 @@ async def run_level(
         errors += status >= 300
         return status, body
 
-    async def player(i: int) -> None:
-        nonlocal remaining
+    async def join(i: int) -> tuple[Connection, str | None, Any]:
+        """A client's connection, and for the game its guest token and first round: set up before the
+        clock starts, so the level times requests on the hot path, not 200 sign-ups."""
         conn = await Connection.open(port)
+        if kind == "bare":
+            return conn, None, None
+        _, login = await conn.request("POST", "/api/auth/guest", {"name": f"bench{i}"})
+        _, started = await conn.request("POST", "/api/sessions", token=login["token"])
+        return conn, login["token"], started["round"]
+
+    async def player(conn: Connection, token: str | None, current: Any) -> None:
+        nonlocal remaining
         if kind == "bare":
             while remaining > 0:
                 remaining -= 1
                 await timed(conn, "GET", "/bare")
             conn.writer.close()
             return
-        _, login = await conn.request("POST", "/api/auth/guest", {"name": f"bench{i}"})
-        token = login["token"]
-        _, started = await conn.request("POST", "/api/sessions", token=token)
-        current = started["round"]
         while remaining > 0:
             remaining -= 2
             status, asked = await timed(
@@ -187,8 +201,9 @@ async def run_level(
                 current = again["round"]
         conn.writer.close()
 
+    joined = await asyncio.gather(*(join(i) for i in range(clients)))
     started = time.perf_counter()
-    await asyncio.gather(*(player(i) for i in range(clients)))
+    await asyncio.gather(*(player(*client) for client in joined))
     elapsed = time.perf_counter() - started
     return len(latencies) / elapsed, latencies, errors
 
@@ -199,32 +214,43 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start(kind: str, database_url: str, data_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start(
+    kind: str, database_url: str, data_dir: Path, workers: int
+) -> tuple[list[subprocess.Popen[bytes]], int]:
+    """``workers`` server processes of ``kind`` on one port, once each of them listens."""
     port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            str(HERE),
-            "--serve",
-            kind,
-            "--port",
-            str(port),
-            "--database-url",
-            database_url,
-            "--data-dir",
-            str(data_dir),
-        ],
-        env={**os.environ, "GAP_LOG_LEVEL": "WARNING"},
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return process, port
-        except OSError:
-            time.sleep(0.1)  # waiting for a child process to listen: nothing to wait on but the port
-    process.kill()
-    raise RuntimeError(f"the {kind} server did not start")
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(HERE),
+                "--serve",
+                kind,
+                "--port",
+                str(port),
+                "--database-url",
+                database_url,
+                "--data-dir",
+                str(data_dir),
+            ],
+            env={**os.environ, "GAP_LOG_LEVEL": "WARNING"},
+            stdout=subprocess.PIPE,
+        )
+        for _ in range(workers)
+    ]
+    for process in processes:
+        assert process.stdout is not None
+        if process.stdout.readline().strip() != b"listening":  # blocks until it listens or exits
+            stop(processes)
+            raise RuntimeError(f"the {kind} server did not start")
+    return processes, port
+
+
+def stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.wait()
 
 
 def p99(values: list[float]) -> float:
@@ -238,7 +264,13 @@ def main() -> None:
     parser.add_argument("--database-url")
     parser.add_argument("--data-dir")
     parser.add_argument("--concurrency", default="1,20,200")
-    parser.add_argument("--requests", type=int, default=1200, help="requests per level and app")
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=1200,
+        help="requests per level and app; at least 30 per client, so each is measured past its first",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="server processes of each app")
     parser.add_argument(
         "--think", type=float, default=0.0, help="seconds each client thinks between requests (mean)"
     )
@@ -255,18 +287,19 @@ def main() -> None:
     levels = [int(c) for c in args.concurrency.split(",")]
     results: dict[tuple[str, int], tuple[float, float, float, int]] = {}
     for kind in ("bare", "game"):
-        process, port = start(kind, database_url, data_dir)
+        processes, port = start(kind, database_url, data_dir, args.workers)
         try:
             for clients in levels:
-                rate, latencies, errors = asyncio.run(
-                    run_level(kind, port, clients, args.requests, args.think)
-                )
+                total = max(args.requests, 30 * clients)
+                rate, latencies, errors = asyncio.run(run_level(kind, port, clients, total, args.think))
                 results[kind, clients] = (rate, statistics.median(latencies), p99(latencies), errors)
         finally:
-            process.terminate()
-            process.wait()
+            stop(processes)
     thinking = f", clients think {args.think:g} s" if args.think else ""
-    print(f"database: {database_url.split('://')[0]}, {args.requests} requests per level{thinking}")
+    print(
+        f"database: {database_url.split('://')[0]}, {args.workers} worker(s) per app, "
+        f"at least {args.requests} requests per level{thinking}"
+    )
     print(
         f"{'clients':>7} {'bare req/s':>10} {'bare p50':>9} {'bare p99':>9} {'game req/s':>10} "
         f"{'game p50':>9} {'game p99':>9} {'ratio':>6} {'p99 x':>6} {'errors':>6}"
