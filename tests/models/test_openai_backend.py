@@ -20,7 +20,7 @@ from fixtures.models import OpenAIServer
 from fixtures.scale_backend import REPLY, ScaleBackend
 from gap.errors import ModelError, ModelTimeout
 from gap.models.base import ChatMessage, ImageInput, VisionChatModel
-from gap.models.openai_backend import OpenAIModel
+from gap.models.openai_backend import OpenAIModel, build_messages
 
 SYSTEM = "Answer every question wrongly but plausibly."
 QUESTION = [ChatMessage("user", "What colour is the car?")]
@@ -144,6 +144,16 @@ def test_request_body_and_headers() -> None:
         {"role": "assistant", "content": "A car."},
         {"role": "user", "content": "Sure?"},
     ]
+
+
+def test_an_image_is_encoded_once_for_all_its_questions() -> None:
+    image = png((4, 5, 6))
+    first = build_messages(image, QUESTION, SYSTEM)[1]["content"][0]["image_url"]["url"]
+    again = build_messages(image, HISTORY, None)[0]["content"][0]["image_url"]["url"]
+    assert first == "data:image/png;base64," + base64.b64encode(image.data).decode()
+    assert again is first  # the same string: not encoded a second time
+    other = build_messages(png((7, 8, 9)), QUESTION, None)[0]["content"][0]["image_url"]["url"]
+    assert other != first
 
 
 def test_no_system_message_without_a_system_prompt() -> None:

@@ -7,6 +7,7 @@ Transport and protocol failures are translated to :mod:`gap.errors` here, at the
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 import threading
@@ -35,6 +36,14 @@ def _excerpt(text: str) -> str:
     return flat if len(flat) <= _EXCERPT_CHARS else flat[:_EXCERPT_CHARS] + "..."
 
 
+@functools.lru_cache(maxsize=16)
+def image_data_url(image: ImageInput) -> str:
+    """The image as a ``data:`` URL, encoded once per process for each image: every question of a
+    round sends the same picture (the game hands the same bytes object out for it, so a lookup
+    hashes nothing new), and base64 of a photo costs a millisecond or more."""
+    return f"data:{image.mime_type};base64,{base64.b64encode(image.data).decode('ascii')}"
+
+
 def build_messages(
     image: ImageInput, messages: list[ChatMessage], system: str | None, *, system_in_user: bool = False
 ) -> list[dict[str, Any]]:
@@ -45,7 +54,7 @@ def build_messages(
     """
     if not messages or messages[0].role != "user":
         raise ModelError("the conversation must start with a user message (it carries the image)")
-    data_url = f"data:{image.mime_type};base64,{base64.b64encode(image.data).decode('ascii')}"
+    data_url = image_data_url(image)
     out: list[dict[str, Any]] = []
     if system and not system_in_user:
         out.append({"role": "system", "content": system})
