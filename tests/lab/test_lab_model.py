@@ -135,3 +135,22 @@ def test_build_bases_trains_the_uncached_recipes_side_by_side_and_then_reuses_th
     stamps = [(p / RECIPE_FILE).stat().st_mtime_ns for p in built]
     assert build_bases(recipes, tmp_path) == built  # cached: nothing is trained again
     assert [(p / RECIPE_FILE).stat().st_mtime_ns for p in built] == stamps
+
+
+def test_replay_draws_the_curriculum_on_the_games_scenes(tmp_path: Path) -> None:
+    from gap.lab.loop import replay_records
+
+    recipe = Recipe(scenes=20)
+    scenes = world.draw_scenes(30, seed=7)
+    own = curriculum(recipe, scenes, tmp_path)
+    replayed = replay_records(recipe, scenes, tmp_path, 25, seed=0)
+    assert len(replayed) == 25 and len({r.id for r in replayed}) == 25
+    assert all(r.id.startswith("replay-") and r.provenance.source == "gap-lab-replay" for r in replayed)
+    assert {r.messages for r in replayed} <= {r.messages for r in own}  # the base model's own lessons
+    assert {r.image_id for r in replayed} <= {s.scene_id for s in scenes}
+    assert [r.messages for r in replay_records(recipe, scenes, tmp_path, 25, seed=0)] == [
+        r.messages for r in replayed
+    ]
+    assert [r.messages for r in replay_records(recipe, scenes, tmp_path, 25, seed=1)] != [
+        r.messages for r in replayed
+    ]

@@ -68,6 +68,7 @@ def test_ci_run_writes_a_well_formed_report(first: tuple[Path, dict[str, Any]]) 
     # random and oracle, on its budget, and the cross-model run have nothing to train on)
     baselines, examples = data["baselines"], data["baselines"]["training_examples"]
     assert set(baselines) >= {"random", "unfiltered", "oracle"} and examples["theta-0"] > 0
+    assert examples["replay"] == examples["theta-0.8"]  # ci replays one curriculum record per kept one
     for name, run in (("random", "random"), ("unfiltered", "theta-0"), ("oracle", "oracle")):
         if examples[run]:
             _check_gain(baselines[name])

@@ -35,7 +35,7 @@ from gap.errors import GapError, InputError
 from gap.evaluate import read_answers
 from gap.lab import world
 from gap.lab._cli import run_gap
-from gap.lab.model import Recipe, build_bases, recipe_info
+from gap.lab.model import Recipe, build_bases, curriculum, recipe_info
 from gap.lab.players import PlayedTurn, PlayLog, play, population, true_effects
 from gap.train._tiny import Family
 
@@ -78,6 +78,11 @@ class LabSize:
     wait out the real deadline when their simulated time is up, so it is short."""
     think_seconds: float = 30.0
     """Players' mean simulated thinking time per question (about four questions per 120 s round)."""
+    replay: float = 1.0
+    """Records of the base model's own curriculum mixed into every training set, per record of the
+    theta = 0.8 set (the same records for every set). Trained on the game's data alone, the model
+    forgot what it knew: kept data holds only the questions it got wrong, so its answers drift to
+    those (docs/lab.md, "Replay"). 0 trains on each set alone."""
 
 
 SIZES: dict[str, LabSize] = {
@@ -262,6 +267,19 @@ def random_records(scenes: Sequence[world.Scene], images: Path, n: int, seed: in
             )
         )
     return out
+
+
+def replay_records(
+    recipe: Recipe, scenes: Sequence[world.Scene], images: Path, n: int, seed: int
+) -> list[Record]:
+    """``n`` records of the base model's curriculum, drawn on the game's images: what the model was
+    trained on, replayed beside new data so fine-tuning does not unlearn it."""
+    records = curriculum(recipe, scenes, images)
+    random.Random(f"gap.lab.replay:{seed}").shuffle(records)
+    return [
+        replace(record, id=f"replay-{index:05d}", provenance=Provenance(source="gap-lab-replay"))
+        for index, record in enumerate(records[:n])
+    ]
 
 
 def oracle_records(collected: Collected, n: int, seed: int) -> list[Record]:
@@ -468,7 +486,10 @@ def run_lab(
         budget = len(sets[f"theta-{MAIN_THETA:g}"])
         sets["random"] = random_records(game_scenes, images, budget, seed)
         sets["oracle"] = oracle_records(collected, budget, seed)
-        folders = {name: _export(exports, records, name) for name, records in sets.items() if records}
+        replayed = replay_records(size.recipe, game_scenes, images, round(size.replay * budget), seed)
+        folders = {
+            name: _export(exports, [*records, *replayed], name) for name, records in sets.items() if records
+        }
         trained = {
             (collected.truth(r)[0].scene_id, " ".join(r.question.lower().split()))  # type: ignore[index]
             for name, records in sets.items()
@@ -478,8 +499,8 @@ def run_lab(
         adversarial = adversarial_items(collected, trained)
         items_file = _write_jsonl(out / "eval" / "items.jsonl", tests + adversarial)
         console.print(
-            f"training sets: {', '.join(f'{k} {len(v)}' for k, v in sets.items())}; "
-            f"{len(adversarial)} adversarial questions held out"
+            f"training sets: {', '.join(f'{k} {len(v)}' for k, v in sets.items())}, each with "
+            f"{len(replayed)} replayed curriculum records; {len(adversarial)} adversarial questions held out"
         )
 
     runs: dict[str, dict[str, float]] = {}
@@ -517,7 +538,7 @@ def run_lab(
             weak_types=size.recipe.weak_types,
             items=items,
             runs=runs,
-            sets={name: len(records) for name, records in sets.items()},
+            sets={**{name: len(records) for name, records in sets.items()}, "replay": len(replayed)},
             collected=collected,
             players=players,
             fit_summary=json.loads((out / "fit" / "summary.json").read_text(encoding="utf-8")),

@@ -238,7 +238,7 @@ def build_report(
             "random": weak_gain("random"),
             "unfiltered": weak_gain("theta-0"),
             "oracle": weak_gain("oracle"),
-            "training_examples": {k: sets.get(k, 0) for k in ("random", "theta-0", "oracle", main)},
+            "training_examples": {k: sets.get(k, 0) for k in ("random", "theta-0", "oracle", main, "replay")},
         },
         "cross_model": {"family": FAMILY_B, "gain": weak_gain(cross, base_run(FAMILY_B))},
         "taint": taint_compliance(turns_table, collected),
@@ -361,6 +361,10 @@ def markdown(data: Mapping[str, Any]) -> str:
         f"- oracle filter (really wrong, correct correction; {n['oracle']} examples): "
         + _gain_cell(b["oracle"]),
         f"- theta 0.8 ({n['theta-0.8']} examples): " + _gain_cell(data["gain_weak"]),
+        "",
+        f"Every set, theta's included, is trained with the same {n.get('replay', 0)} records of the base "
+        "model's own curriculum replayed beside it, so that fine-tuning adds to what the model knew "
+        "instead of replacing it.",
         "",
         "![baselines](baselines.png)",
         "",
