@@ -362,7 +362,7 @@ def markdown(data: Mapping[str, Any]) -> str:
         + _gain_cell(b["oracle"]),
         f"- theta 0.8 ({n['theta-0.8']} examples): " + _gain_cell(data["gain_weak"]),
         "",
-        f"Every set, theta's included, is trained with the same {n.get('replay', 0)} records of the base "
+        f"Every set, theta's included, is trained with the same {n['replay']} records of the base "
         "model's own curriculum replayed beside it, so that fine-tuning adds to what the model knew "
         "instead of replacing it.",
         "",

@@ -487,21 +487,15 @@ _STORE_ANSWER = (
     .where(_TURNS.c.id == bindparam("turn_id"), _TURNS.c.answer.is_(None))
     .values(answer=bindparam("new_answer"), answered_at=bindparam("at"), model=bindparam("model_name"))
 )
-_MOVE_DEADLINE = (
-    update(_ROUNDS)
-    .where(_ROUNDS.c.id == bindparam("round_id"), _ROUNDS.c.ended_at.is_(None))
-    .values(deadline=bindparam("new_deadline"))
+_MOVE_OPEN_DEADLINE = (
+    update(_ROUNDS).where(_ROUNDS.c.ended_at.is_(None)).values(deadline=bindparam("new_deadline"))
 )
+_MOVE_DEADLINE = _MOVE_OPEN_DEADLINE.where(_ROUNDS.c.id == bindparam("round_id"))
 _STORED = _STORE_ANSWER.returning(_TURNS.c.round_id).cte("stored")
 _STORE_ANSWER_AND_MOVE_DEADLINE = (
     select(func.count())
     .select_from(_STORED)
-    .add_cte(
-        update(_ROUNDS)
-        .where(_ROUNDS.c.id.in_(select(_STORED.c.round_id)), _ROUNDS.c.ended_at.is_(None))
-        .values(deadline=bindparam("new_deadline"))
-        .cte("moved")
-    )
+    .add_cte(_MOVE_OPEN_DEADLINE.where(_ROUNDS.c.id.in_(select(_STORED.c.round_id))).cte("moved"))
 )
 """PostgreSQL's data-modifying CTEs: both updates in one statement, counting the answers stored. (No
 parameter may be named after a column of ``turns``: SQLAlchemy would add it to the first's SET.)"""
