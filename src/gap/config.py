@@ -134,6 +134,13 @@ class Settings(BaseSettings):
         le=1.0,
         description="tau: chance that an answer on a tainted image is instructed wrong.",
     )
+    seed: int | None = Field(
+        default=None,
+        description="Key the game's draws (each session's images, each answer's taint) on this seed, the "
+        "player's name and the session, round and question, so an experiment replays alike whatever order "
+        "concurrent requests arrive in (with the `uniform` image policy). Unset: unpredictable draws, as "
+        "production needs; a known seed would let players predict the tainted images.",
+    )
     theta: float = Field(
         default=0.8,
         gt=0.0,

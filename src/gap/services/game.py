@@ -95,6 +95,8 @@ class GameContext:
     model_timeout: float = 60.0
     clock: Clock = utcnow
     rng: random.Random | None = None
+    seed: int | None = None
+    """`GAP_SEED`: every draw keyed on it (:meth:`draws`), so a replayed experiment is served alike."""
     pick_untainted: UntaintedPicker | None = None
     """Fills a new session's untainted slots (`GAP_IMAGE_POLICY`); None: uniformly."""
     round_models: RoundModels | None = None
@@ -102,8 +104,13 @@ class GameContext:
     hints: bool = False
     """`GAP_HINTS`: a question equal to its round's hint is marked ``hinted`` (:mod:`gap.services.hints`)."""
 
-    def random(self) -> random.Random:
-        # Unpredictable draws in production; tests pass a seeded generator.
+    def draws(self, *key: object) -> random.Random:
+        """The generator for one draw. Under `GAP_SEED` it is keyed on the seed and ``key`` (who,
+        which session, round and question), so concurrent players' requests may arrive in any order
+        and each still gets what it got before; otherwise unpredictable, as production needs (tests
+        pass a seeded generator instead)."""
+        if self.seed is not None:
+            return random.Random(":".join(str(part) for part in (self.seed, *key)))
         return self.rng if self.rng is not None else random.SystemRandom()
 
 
@@ -318,12 +325,19 @@ def start_session(ctx: GameContext, player_id: str) -> SessionView:
 
 def _create_session(db: Session, ctx: GameContext, player_id: str, now: datetime) -> str:
     pools: dict[str, list[str]] = {Pool.TAINTED: [], Pool.UNTAINTED: []}
-    for image_id, pool in db.execute(select(Image.id, Image.pool).where(Image.enabled.is_(True))):
+    # in the order of their content, not of their ids: a seeded replay on a fresh import draws alike
+    enabled = select(Image.id, Image.pool).where(Image.enabled.is_(True)).order_by(Image.sha256, Image.id)
+    for image_id, pool in db.execute(enabled):
         pools[pool].append(image_id)
-    rng, pick = ctx.random(), ctx.pick_untainted
+    key: tuple[object, ...] = ()
+    if ctx.seed is not None:  # the player's name and how many sessions it had: stable across replays
+        name = db.scalar(select(Player.name).where(Player.id == player_id))
+        played = db.scalar(select(func.count()).where(GameSession.player_id == player_id))
+        key = ("session", name, played)
+    rng, pick = ctx.draws(*key), ctx.pick_untainted
     plan = plan_session(
-        sorted(pools[Pool.TAINTED]),
-        sorted(pools[Pool.UNTAINTED]),
+        pools[Pool.TAINTED],
+        pools[Pool.UNTAINTED],
         ctx.rules.session_images,
         rng,
         None if pick is None else lambda candidates, k: pick(db, candidates, k, rng),
@@ -514,7 +528,9 @@ _ASKER = (
         GameSession.id.label("session_id"),
         GameSession.status,
         GameSession.collection_round,
+        Player.name.label("player_name"),
         Round.pool,
+        Round.index.label("round_index"),
         Round.started_at,
         Round.deadline,
         Round.ended_at,
@@ -577,7 +593,8 @@ def _open_turn(ctx: GameContext, token: str, round_id: str, question: str) -> _P
                 turns.pop()
             if turns and turns[-1].verdict is None:
                 raise AwaitingVerdict("mark the previous answer Correct or Wrong first")
-            instructed = draw_instructed(Pool(row.pool), ctx.rules.taint_rate, ctx.random())
+            draws = ctx.draws("turn", row.player_name, row.sha256, row.round_index, len(turns) + 1)
+            instructed = draw_instructed(Pool(row.pool), ctx.rules.taint_rate, draws)
             turn_id = new_id()
             db.execute(
                 _NEW_TURN,

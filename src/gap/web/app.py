@@ -119,6 +119,7 @@ def create_app(
         model_timeout=settings.model_timeout,
         clock=clock,
         rng=rng,
+        seed=settings.seed,
         pick_untainted=untainted_picker(settings),
         round_models=round_models,
         gate=model_gate(get_model, settings, on_answer=metrics.model_answered),
