@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import random
@@ -10,7 +11,7 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -114,7 +115,14 @@ class Game:
 
 @pytest.fixture
 def game(tiny_vlm_dir: Path, tmp_path: Path) -> Iterator[Game]:
-    """`gap serve` on a fresh SQLite database, the tiny model and 30 lab scenes imported by manifest."""
+    with serve_game(tiny_vlm_dir, tmp_path) as served:
+        yield served
+
+
+@contextlib.contextmanager
+def serve_game(tiny_vlm_dir: Path, tmp_path: Path, **settings: str) -> Iterator[Game]:
+    """`gap serve` on a fresh SQLite database, the tiny model and 30 lab scenes imported by manifest;
+    ``settings``: more GAP_* variables."""
     database_url = f"sqlite:///{tmp_path / 'gap.sqlite3'}"
     upgrade(database_url)
     env = {
@@ -126,6 +134,7 @@ def game(tiny_vlm_dir: Path, tmp_path: Path) -> Iterator[Game]:
         "GAP_ROUND_SECONDS": "5",  # a player out of (simulated) time waits this long at most
         "GAP_RATE_SIGNUPS": "1000/minute",
         "GAP_RATE_QUESTIONS": "100000/minute",
+        **settings,
     }
     scenes = world.draw_scenes(30, seed=11)
     manifest = world.write_images(scenes, tmp_path / "scenes")
@@ -194,6 +203,39 @@ def test_players_play_whole_sessions_through_the_real_game(game: Game) -> None:
     assert set(frame["qtype"]) <= set(world.QUESTION_TYPES)
     assert frame["tainted"].any() and not frame["tainted"].all()
     assert frame["sharp"].any() and not frame["sharp"].all()  # rushed or tired questions happen
+
+
+def _what_was_played(log: PlayLog) -> list[lab_players.PlayedTurn]:
+    """The log without the server's ids, which are new on every run."""
+    return [replace(turn, turn_id="", session_id="") for turn in log.turns]
+
+
+@pytest.mark.slow
+def test_a_seeded_game_replays_alike_whatever_the_concurrency(tiny_vlm_dir: Path, tmp_path: Path) -> None:
+    """Under GAP_SEED, two fresh games (new databases, images imported anew) played by the same
+    population, 4 sessions at a time and then 2, serve and log the same turns: what the lab's
+    players do does not depend on the order their requests reach the server."""
+    people = population(6, seed=5, mix=MIX)
+    logs = []
+    for concurrency in (4, 2):
+        folder = tmp_path / f"c{concurrency}"
+        with serve_game(tiny_vlm_dir, folder, GAP_SEED="3") as served:
+            logs.append(
+                asyncio.run(
+                    lab_players.play(
+                        served.url,
+                        served.scenes,
+                        people,
+                        sessions_per_player=2,
+                        concurrency=concurrency,
+                        seed=5,
+                    )
+                )
+            )
+    first, second = (_what_was_played(log) for log in logs)
+    assert len(first) >= 6 * 2 * 6 and logs[0].cut_rounds == logs[1].cut_rounds == 0
+    assert first == second
+    assert {t.tainted for t in logs[0].turns} == {True, False}
 
 
 def test_play_fails_clearly_without_a_server() -> None:

@@ -44,6 +44,10 @@ THETAS: tuple[float, ...] = (0.0, 0.5, 0.8, 0.9, 0.95)
 MAIN_THETA = 0.8
 SIMULATED_ROUND_S = 120.0
 """The players' simulated round: the game's 120 s, which the server's real clock scales down."""
+CLOCK_SHARE = 0.75
+"""Share of the server's real round the players' simulated 120 s take: the rest is slack for the
+requests' own latency, so the server's clock never ends a round before the player's does (which
+would make what is played depend on the server's timing)."""
 UNFILTERED = 1e-9
 """The export threshold standing for theta = 0 (everything players flagged)."""
 METRIC = "exact-match"
@@ -238,6 +242,33 @@ class Collected:
         return sum(not turn.model_right for turn, _ in judged) / len(judged) if judged else None
 
 
+def players_clock(table: Path, log: PlayLog, round_seconds: float) -> dict[str, Any]:
+    """Set the exported turns' ``elapsed_s`` to the players' simulated clock, at the server's scale,
+    keeping the server's in ``server_elapsed_s``; returns how far the server's clock ran past the
+    players' sleeps (the requests' latency, in ms).
+
+    The server's clock is real time, so it carries each request's latency: fitted on it, the player
+    model's prior (and with it which answers clear theta) would change from run to run with the
+    machine's load. The players' clock is the truth of when they asked, and it repeats.
+    """
+    turns = pd.read_parquet(table)
+    simulated = turns["turn_id"].map({t.turn_id: t.elapsed_s for t in log.turns})
+    played = simulated.notna()
+    turns["server_elapsed_s"] = turns["elapsed_s"]
+    turns.loc[played, "elapsed_s"] = simulated[played] * round_seconds / SIMULATED_ROUND_S
+    turns.to_parquet(table, index=False)
+    late = 1000 * (turns.loc[played, "server_elapsed_s"] - turns.loc[played, "elapsed_s"] * CLOCK_SHARE)
+    return {
+        "turns": int(played.sum()),
+        "unplayed": int((~played).sum()),
+        "cut_rounds": log.cut_rounds,
+        "latency_ms": {
+            name: round(float(late.quantile(q)), 1) if played.any() else None
+            for name, q in (("p50", 0.5), ("p95", 0.95), ("max", 1.0))
+        },
+    }
+
+
 def _export(directory: Path, records: Sequence[Record], name: str) -> Path:
     """``records`` as a sharegpt export through `gap data export --records` (the real path)."""
     source = directory / f"{name}.records.jsonl"
@@ -420,6 +451,7 @@ def run_lab(
         "GAP_MODEL_ADAPTER": "",
         "GAP_MAX_NEW_TOKENS": "4",
         "GAP_ROUND_SECONDS": str(size.round_seconds),
+        "GAP_SEED": str(seed),
         "GAP_RATE_SIGNUPS": "100000/minute",
         "GAP_RATE_QUESTIONS": "100000/minute",
         "GAP_WORKER": "false",
@@ -443,8 +475,11 @@ def run_lab(
                         seed=seed,
                         think_seconds=size.think_seconds,
                         # players sleep their simulated thinking at the real clock's scale, so the
-                        # server's elapsed_s (what the player model fits) tracks the players' clock
-                        think_time_s=size.think_seconds * size.round_seconds / SIMULATED_ROUND_S,
+                        # server's clock tracks the players' (players_clock measures how well)
+                        think_time_s=size.think_seconds
+                        * size.round_seconds
+                        / SIMULATED_ROUND_S
+                        * CLOCK_SHARE,
                     )
                 )
             log.write(game / "play.jsonl")
@@ -452,6 +487,7 @@ def run_lab(
 
         with stages.stage("quality fit and exports"):
             run_gap(["turns", "export", str(game / "turns.parquet")])
+            clock = players_clock(game / "turns.parquet", log, size.round_seconds)
             run_gap(["quality", "fit", str(game / "turns.parquet"), "--out", str(out / "fit")])
             heldout = {
                 p.player_id for i, p in enumerate(players) if i % size.heldout_every == size.heldout_every - 1
@@ -543,6 +579,7 @@ def run_lab(
             players=players,
             fit_summary=json.loads((out / "fit" / "summary.json").read_text(encoding="utf-8")),
             true_effects=true_effects(log, round_seconds=SIMULATED_ROUND_S),
+            clock=clock,
             turns_table=game / "turns.parquet",
             base_info={FAMILY_A: recipe_info(base), FAMILY_B: recipe_info(base_b)},
             base_answers={

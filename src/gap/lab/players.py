@@ -165,6 +165,9 @@ class PlayedTurn:
 @dataclass
 class PlayLog:
     turns: list[PlayedTurn] = field(default_factory=list)
+    cut_rounds: int = 0
+    """Rounds the server's real clock ended before the player's simulated one: each depends on the
+    server's timing, so a run with any is not exactly repeatable (the lab leaves slack to avoid it)."""
 
     def to_frame(self) -> pd.DataFrame:
         columns = [f.name for f in fields(PlayedTurn)]
@@ -257,6 +260,7 @@ class _Player:
     think_time_s: float
     bandit: TypeBandit = field(default_factory=TypeBandit)
     turns: list[PlayedTurn] = field(default_factory=list)
+    cut_rounds: int = 0
 
     async def session(self) -> None:
         started = await self.api.json("POST", "/api/sessions", ok=201)
@@ -297,6 +301,7 @@ class _Player:
                 "POST", f"/api/rounds/{round_id}/questions", {"question": question.text}
             )
             if response.status_code == 409:  # the server's clock ended the round first
+                self.cut_rounds += 1
                 return await self.wait_out(session_id, round_id)
             if response.status_code != 201:
                 raise GameServerError(
@@ -315,6 +320,7 @@ class _Player:
                 "POST", f"/api/turns/{turn_id}/verdict", {"verdict": verdict, "correction": correction}
             )
             if judged.status_code == 409:
+                self.cut_rounds += 1
                 return await self.wait_out(session_id, round_id)
             if judged.status_code != 200:
                 raise GameServerError(f"judging turn {turn_id}: HTTP {judged.status_code}: {judged.text}")
@@ -380,7 +386,7 @@ async def play(
     timeout = httpx.Timeout(120.0, connect=10.0)
     async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout) as client:
 
-        async def run(spec: PlayerSpec) -> list[PlayedTurn]:
+        async def run(spec: PlayerSpec) -> _Player:
             rng = random.Random(f"gap.lab.play:{seed}:{spec.player_id}")
             player = _Player(spec, _Api(client), rng, by_hash, round_seconds, think_seconds, think_time_s)
             async with limit:
@@ -389,11 +395,12 @@ async def play(
             for _ in range(sessions_per_player):
                 async with limit:
                     await player.session()
-            return player.turns
+            return player
 
         try:
             async with asyncio.TaskGroup() as group:  # one failure cancels the other players
                 tasks = [group.create_task(run(spec)) for spec in players]
         except ExceptionGroup as failed:
             raise failed.exceptions[0] from None
-    return PlayLog([turn for task in tasks for turn in task.result()])
+    played = [task.result() for task in tasks]
+    return PlayLog([turn for p in played for turn in p.turns], sum(p.cut_rounds for p in played))

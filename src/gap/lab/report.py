@@ -176,6 +176,7 @@ def build_report(
     players: Sequence[PlayerSpec],
     fit_summary: Mapping[str, Any],
     true_effects: Mapping[str, Any],
+    clock: Mapping[str, Any],
     turns_table: Path,
     base_info: Mapping[str, Any],
     base_answers: Mapping[str, Mapping[str, str | None]],
@@ -227,6 +228,7 @@ def build_report(
         "settings": size,
         "weak_types": list(weak_types),
         "turns": len(collected.log.turns),
+        "clock": dict(clock),
         "players": {k: sum(p.kind == k for p in players) for k in sorted({p.kind for p in players})},
         "accuracy": accuracy_by_run,
         "gain": gain,
@@ -407,7 +409,7 @@ def markdown(data: Mapping[str, Any]) -> str:
         "",
     ]
     fatigue = data["fatigue"]
-    fitted, truth = fatigue["fitted"], fatigue["truth"]
+    fitted, truth, clock = fatigue["fitted"], fatigue["truth"], data["clock"]
     lines += [
         "The player model (equation 5: P(kept Wrong) = sigmoid(c + A - B - g t - f n)) fitted from the "
         "players' verdicts by `gap quality fit`, beside the same model fitted on the truth (the model's "
@@ -432,6 +434,11 @@ def markdown(data: Mapping[str, Any]) -> str:
         "![fatigue](fatigue.png)",
         "",
         f"Quality fit: {data['quality_fit']}. Kept precision at theta 0.8: {_fmt(data['kept_precision'])}.",
+        "",
+        f"The fit reads the players' clock (`elapsed_s` of {clock['turns']} turns set from the play log); "
+        f"the server's own clock ran later by the requests' latency, {clock['latency_ms']} ms. Rounds the "
+        f"server's clock ended before the player's: {clock['cut_rounds']} (0: what was played did not "
+        "depend on the server's timing).",
         "",
         "## Stages",
         "",
