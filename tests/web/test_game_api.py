@@ -522,11 +522,12 @@ def test_a_lost_question_stops_blocking_its_round_after_the_model_timeout(
     assert [(t.index, t.question) for t in turns] == [(1, "Red?")] and turns[0].answer
 
 
-def test_the_models_time_moves_the_deadline_only_when_its_answer_is_stored(
+def test_the_models_time_moves_the_deadline_and_the_players_clock_only_when_its_answer_is_stored(
     settings: Settings, make_client: Any, clock: ManualClock
 ) -> None:
     """The answer and the round's clock are stored together (one statement on PostgreSQL): an answer
-    whose turn was given up while the model answered stores nothing and moves no deadline."""
+    whose turn was given up while the model answered stores nothing and moves no deadline. The next
+    question's ``elapsed_s`` is the player's time, without the model's."""
     seed_images(settings)
     engine = make_engine(settings.resolved_database_url)
     give_up = [False]
@@ -554,9 +555,15 @@ def test_the_models_time_moves_the_deadline_only_when_its_answer_is_stored(
     assert (deadline() - before).total_seconds() == pytest.approx(5)
     client.post(f"/api/turns/{asked.json()['turn_id']}/verdict", headers=auth, json={"verdict": "correct"})
 
+    clock.advance(2)  # the player thinks: its clock runs, the model's 5 s are not on it
+    second = client.post(f"/api/rounds/{round_id}/questions", headers=auth, json={"question": "Green?"})
+    assert second.status_code == 201, second.text
+    assert [t.elapsed_s for t in db_rows(settings, Turn, round_id=round_id)] == [0.0, pytest.approx(2)]
+    client.post(f"/api/turns/{second.json()['turn_id']}/verdict", headers=auth, json={"verdict": "correct"})
+
     give_up[0], before = True, deadline()
     lost = client.post(f"/api/rounds/{round_id}/questions", headers=auth, json={"question": "Blue?"})
     engine.dispose()
     assert lost.status_code == 504, lost.text
     assert deadline() == before
-    assert [t.question for t in db_rows(settings, Turn, round_id=round_id)] == ["Red?"]
+    assert [t.question for t in db_rows(settings, Turn, round_id=round_id)] == ["Red?", "Green?"]

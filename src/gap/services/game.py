@@ -438,6 +438,13 @@ def credited_deadline(deadline: datetime, asked_at: datetime, now: datetime, cap
     return deadline + timedelta(seconds=min(max((now - asked_at).total_seconds(), 0.0), cap_s))
 
 
+def player_elapsed(started_at: datetime, deadline: datetime, now: datetime, round_seconds: float) -> float:
+    """Seconds of the round the player has used at ``now``: the time since it started less what
+    :func:`credited_deadline` gave back for the model's answers (the ``t`` of the player model)."""
+    since_start = (now - started_at).total_seconds()
+    return min(max(round_seconds - (deadline - now).total_seconds(), 0.0), since_start)
+
+
 def _give_back_time(db: Session, ctx: GameContext, pending: _PendingQuestion, now: datetime) -> None:
     """Move the round's deadline by the model's answering time, capped at the model time-out."""
     db.execute(_MOVE_DEADLINE, {"round_id": pending.round_id, "new_deadline": _credited(ctx, pending, now)})
@@ -605,7 +612,7 @@ def _open_turn(ctx: GameContext, token: str, round_id: str, question: str) -> _P
                     "question": question,
                     "instructed": instructed,
                     "asked_at": now,
-                    "elapsed_s": (now - started_at).total_seconds(),
+                    "elapsed_s": player_elapsed(started_at, deadline, now, ctx.rules.round_seconds),
                     "collection_round": row.collection_round,
                     "hinted": ctx.hints and _is_hint(db, round_id, question),
                 },
