@@ -339,3 +339,32 @@ def test_grid_posterior_of_a_heavy_player_outside_the_prior_sample_is_finite() -
     assert np.isfinite(p).all() and ((p >= 0) & (p <= 1)).all()
     assert np.isfinite(est.players_[["a", "b"]].to_numpy()).all() and np.isfinite(est.pi_)
     assert abs(est.players_.loc["heavy", "informedness"]) < 0.3  # near-spammer: a 0.99, b 0.9
+
+
+@pytest.mark.parametrize("pi_by", ["model", "image", "global"])
+def test_the_fit_depends_on_the_tables_content_not_its_row_order_or_ids(pi_by: str) -> None:
+    """Concurrent players' turns reach an export in any order, and every replay of a game has new
+    ids: the same verdicts must keep the same answers. Shared questions matter here: an item's
+    equation (5) covariates are those of one of its turns, which must not be "whichever came first"."""
+    turns = simulate(
+        n_players=30, n_images=20, n_sessions=120, shared_question_rate=0.5, random_state=3
+    ).turns
+    assert (
+        turns.dropna(subset="question").groupby(["image_id", "question"])["player_id"].nunique() > 1
+    ).any()
+    rng = np.random.default_rng(0)
+    other = turns.copy()
+    for column in ("player_id", "image_id", "session_id", "turn_id"):
+        names = other[column].unique()
+        other[column] = other[column].map(
+            dict(zip(names, [f"x{v}" for v in rng.permutation(len(names))], strict=True))
+        )
+    shuffled = rng.permutation(len(other))
+    other = other.iloc[shuffled].reset_index(drop=True)
+    first = ReliabilityEstimator(pi_by=pi_by)
+    again = ReliabilityEstimator(pi_by=pi_by)
+    p_first = first.fit_predict_proba(turns)
+    p_again = again.fit_predict_proba(other)
+    np.testing.assert_allclose(p_again, p_first[shuffled], rtol=0, atol=1e-9)
+    assert first.pi_ == pytest.approx(again.pi_, abs=1e-12)
+    np.testing.assert_allclose(again.predict_proba(other), p_again, rtol=0, atol=1e-12)

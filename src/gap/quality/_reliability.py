@@ -119,6 +119,47 @@ class _Items:
         return np.asarray(np.bincount(self.turn_item, values, minlength=self.n), dtype=np.float64)
 
 
+_CONTENT_KEY = ("elapsed_s", "round_index", "question_index", "player_id", "image_id", "question", "verdict")
+"""What orders a table's rows by their content: earliest in its round first (that turn's covariates
+are its item's in equation (5)), then who asked what. The turn id comes last, as the tie-break."""
+
+
+def content_order(turns: pd.DataFrame) -> IntArray:
+    """Positions of ``turns`` sorted by their content (:data:`_CONTENT_KEY`, then ``turn_id``).
+
+    A fit on rows in another order is another fit: codes are numbered by first appearance, and an
+    item's covariates are those of its first turn, so two exports of one game in different orders
+    (concurrent players' turns interleave as they arrive) kept different answers at theta. Sorting
+    first makes the fit a function of the table's content. Values are compared as numbers or text,
+    so a bad value sorts like any other and validation still names it.
+    """
+    columns = [c for c in (*_CONTENT_KEY, "turn_id") if c in turns.columns]
+    keys = []
+    for column in reversed(columns):  # np.lexsort sorts by its last key first
+        keys.append(_sort_key(turns[column]))
+    if not keys:
+        return np.arange(len(turns))
+    return np.asarray(np.lexsort(keys), dtype=np.int64)
+
+
+def _sort_key(values: pd.Series) -> FloatArray:
+    """A column as numbers that sort like its values (text where its values do not compare)."""
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return np.asarray(values.to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64)
+    try:
+        codes = pd.factorize(values, sort=True)[0]
+    except TypeError:  # mixed types (a bad value): compare them as text; validation names it later
+        codes = pd.factorize(values.astype(str), sort=True)[0]
+    return np.asarray(codes, dtype=np.float64)
+
+
+def _unsorted(values: FloatArray, order: IntArray) -> FloatArray:
+    """Per-row ``values`` of a table sorted by ``order``, back in the table's own order."""
+    out = np.empty_like(values)
+    out[order] = values
+    return out
+
+
 def _build_items(enc: EncodedTurns, item: IntArray, n_items: int) -> _Items:
     rows = np.flatnonzero(enc.untainted)
     turn_item = item[rows]
@@ -420,10 +461,12 @@ class ReliabilityEstimator(BaseEstimator):
         item combined), the epsilon/delta posterior on tainted ones. Unknown players get the
         population mean rates; unknown images the average difficulty."""
         self._check_is_fitted("players_")
+        order = content_order(turns)
+        turns = turns.iloc[order]
         enc = encode_turns(turns)
         item, n_items = self._items(turns, enc)
         items = _build_items(enc, item, n_items)
-        return self._predict_encoded(turns, enc, items)
+        return _unsorted(self._predict_encoded(turns, enc, items), order)
 
     def fit_predict_proba(self, turns: pd.DataFrame) -> FloatArray:
         """``fit(turns).predict_proba(turns)``, validating and grouping the table once."""
@@ -455,12 +498,14 @@ class ReliabilityEstimator(BaseEstimator):
 
     def _fit_predict(self, turns: pd.DataFrame, *, predict: bool) -> FloatArray | None:
         pi_by = self._check_params(turns)
+        order = content_order(turns)
+        turns = turns.iloc[order]
         enc = encode_turns(turns)
         item, n_items = self._items(turns, enc)
         items = _build_items(enc, item, n_items)
         design = self._item_design(turns, enc, items) if pi_by == "model" else None
         self._fit_encoded(enc, items, pi_by, design)
-        return self._predict_encoded(turns, enc, items, design) if predict else None
+        return _unsorted(self._predict_encoded(turns, enc, items, design), order) if predict else None
 
     def _item_design(self, turns: pd.DataFrame, enc: EncodedTurns, items: _Items) -> Design:
         cols = turns[["elapsed_s", "round_index"]]
