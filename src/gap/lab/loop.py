@@ -104,9 +104,9 @@ SIZES: dict[str, LabSize] = {
     "full": LabSize(
         recipe=Recipe(scenes=1200, steps=3000, batch_size=16, history_share=0.1),
         game_scenes=300,
-        players=40,
-        sessions_per_player=5,
-        concurrency=20,
+        players=60,
+        sessions_per_player=6,
+        concurrency=30,
         test_scenes=150,
         lora_steps=150,
         lora_batch=8,
@@ -236,34 +236,54 @@ class Collected:
         found = self.truth(record)
         return found is not None and found[0].player_id not in self.heldout
 
+    def in_content_order(self, records: Sequence[Record]) -> list[Record]:
+        """``records`` sorted by scene and conversation. An export lists turns in the order they
+        were asked, which concurrent players interleave differently on every run (and names images
+        by ids new on every run); the trainer's seeded shuffle of another order is another model."""
+
+        def content(record: Record) -> tuple[str, list[tuple[str, str]]]:
+            found = self.truth(record)
+            return (found[0].scene_id if found else record.image, [(m.role, m.text) for m in record.messages])
+
+        return sorted(records, key=content)
+
     def precision(self, records: Sequence[Record]) -> float | None:
         """Share of ``records`` whose model answer was really wrong (against the world's truth)."""
         judged = [found for r in records if (found := self.truth(r)) is not None]
         return sum(not turn.model_right for turn, _ in judged) / len(judged) if judged else None
 
 
-def players_clock(table: Path, log: PlayLog, round_seconds: float) -> dict[str, Any]:
-    """Set the exported turns' ``elapsed_s`` to the players' simulated clock, at the server's scale,
-    keeping the server's in ``server_elapsed_s``; returns how far the server's clock ran past the
-    players' sleeps (the requests' latency, in ms).
+def players_clock(database_url: str, log: PlayLog, round_seconds: float) -> dict[str, Any]:
+    """Set the stored turns' ``elapsed_s`` to the players' simulated clock, at the server's scale;
+    returns how far the server's clock ran past the players' sleeps (the requests' latency, in ms).
 
     The server's clock is real time, so it carries each request's latency: fitted on it, the player
-    model's prior (and with it which answers clear theta) would change from run to run with the
-    machine's load. The players' clock is the truth of when they asked, and it repeats.
+    model's prior (and with it which answers clear theta, in `gap quality fit` and `gap data
+    export` alike) would change from run to run with the machine's load. The players' clock is the
+    truth of when they asked, and it repeats.
     """
-    turns = pd.read_parquet(table)
-    simulated = turns["turn_id"].map({t.turn_id: t.elapsed_s for t in log.turns})
-    played = simulated.notna()
-    turns["server_elapsed_s"] = turns["elapsed_s"]
-    turns.loc[played, "elapsed_s"] = simulated[played] * round_seconds / SIMULATED_ROUND_S
-    turns.to_parquet(table, index=False)
-    late = 1000 * (turns.loc[played, "server_elapsed_s"] - turns.loc[played, "elapsed_s"] * CLOCK_SHARE)
+    from sqlalchemy import select, update
+
+    from gap.db.engine import make_engine, make_sessionmaker, transaction
+    from gap.db.models import Turn
+
+    simulated = {t.turn_id: t.elapsed_s * round_seconds / SIMULATED_ROUND_S for t in log.turns}
+    engine = make_engine(database_url)
+    try:
+        with transaction(make_sessionmaker(engine)) as db:
+            server = dict(db.execute(select(Turn.id, Turn.elapsed_s)).tuples().all())
+            played = [turn_id for turn_id in server if turn_id in simulated]
+            if played:  # an ORM bulk update by primary key: one executemany
+                db.execute(update(Turn), [{"id": i, "elapsed_s": simulated[i]} for i in played])
+    finally:
+        engine.dispose()
+    late = pd.Series([1000 * (server[i] - simulated[i] * CLOCK_SHARE) for i in played], dtype=float)
     return {
-        "turns": int(played.sum()),
-        "unplayed": int((~played).sum()),
+        "turns": len(played),
+        "unplayed": len(server) - len(played),
         "cut_rounds": log.cut_rounds,
         "latency_ms": {
-            name: round(float(late.quantile(q)), 1) if played.any() else None
+            name: round(float(late.quantile(q)), 1) if played else None
             for name, q in (("p50", 0.5), ("p95", 0.95), ("max", 1.0))
         },
     }
@@ -486,8 +506,8 @@ def run_lab(
             console.print(f"{len(log.turns)} turns played by {len(players)} players")
 
         with stages.stage("quality fit and exports"):
+            clock = players_clock(env["GAP_DATABASE_URL"], log, size.round_seconds)
             run_gap(["turns", "export", str(game / "turns.parquet")])
-            clock = players_clock(game / "turns.parquet", log, size.round_seconds)
             run_gap(["quality", "fit", str(game / "turns.parquet"), "--out", str(out / "fit")])
             heldout = {
                 p.player_id for i, p in enumerate(players) if i % size.heldout_every == size.heldout_every - 1
@@ -513,7 +533,7 @@ def run_lab(
                 run_gap(
                     ["data", "export", "--format", "sharegpt", "--theta", str(value), "--out", str(folder)]
                 )
-                collected.records[theta] = read_records(folder)
+                collected.records[theta] = collected.in_content_order(read_records(folder))
 
     with stages.stage("training sets"):
         sets: dict[str, list[Record]] = {}

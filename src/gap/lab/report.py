@@ -435,7 +435,8 @@ def markdown(data: Mapping[str, Any]) -> str:
         "",
         f"Quality fit: {data['quality_fit']}. Kept precision at theta 0.8: {_fmt(data['kept_precision'])}.",
         "",
-        f"The fit reads the players' clock (`elapsed_s` of {clock['turns']} turns set from the play log); "
+        f"The fit and the exports read the players' clock (`elapsed_s` of {clock['turns']} stored turns set "
+        "from the play log); "
         f"the server's own clock ran later by the requests' latency, {clock['latency_ms']} ms. Rounds the "
         f"server's clock ended before the player's: {clock['cut_rounds']} (0: what was played did not "
         "depend on the server's timing).",
