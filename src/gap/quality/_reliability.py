@@ -144,7 +144,7 @@ def content_order(turns: pd.DataFrame) -> IntArray:
 
 def _sort_key(values: pd.Series) -> FloatArray:
     """A column as numbers that sort like its values (text where its values do not compare)."""
-    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+    if pd.api.types.is_numeric_dtype(values):  # bools included
         return np.asarray(values.to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64)
     try:
         codes = pd.factorize(values, sort=True)[0]
@@ -461,11 +461,7 @@ class ReliabilityEstimator(BaseEstimator):
         item combined), the epsilon/delta posterior on tainted ones. Unknown players get the
         population mean rates; unknown images the average difficulty."""
         self._check_is_fitted("players_")
-        order = content_order(turns)
-        turns = turns.iloc[order]
-        enc = encode_turns(turns)
-        item, n_items = self._items(turns, enc)
-        items = _build_items(enc, item, n_items)
+        turns, order, enc, items = self._grouped(turns)
         return _unsorted(self._predict_encoded(turns, enc, items), order)
 
     def fit_predict_proba(self, turns: pd.DataFrame) -> FloatArray:
@@ -496,13 +492,18 @@ class ReliabilityEstimator(BaseEstimator):
             turns, enc, mode=self.group_questions, similarity=self.similarity, embedder=self.embedder
         )
 
-    def _fit_predict(self, turns: pd.DataFrame, *, predict: bool) -> FloatArray | None:
-        pi_by = self._check_params(turns)
+    def _grouped(self, turns: pd.DataFrame) -> tuple[pd.DataFrame, IntArray, EncodedTurns, _Items]:
+        """The table in content order (:func:`content_order`, which is returned too), encoded and
+        grouped into items: what fitting and predicting both start from."""
         order = content_order(turns)
         turns = turns.iloc[order]
         enc = encode_turns(turns)
         item, n_items = self._items(turns, enc)
-        items = _build_items(enc, item, n_items)
+        return turns, order, enc, _build_items(enc, item, n_items)
+
+    def _fit_predict(self, turns: pd.DataFrame, *, predict: bool) -> FloatArray | None:
+        pi_by = self._check_params(turns)
+        turns, order, enc, items = self._grouped(turns)
         design = self._item_design(turns, enc, items) if pi_by == "model" else None
         self._fit_encoded(enc, items, pi_by, design)
         return _unsorted(self._predict_encoded(turns, enc, items, design), order) if predict else None
